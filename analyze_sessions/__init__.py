@@ -1,0 +1,1 @@
+"""Report how much space Django sessions take, and which keys take it."""
