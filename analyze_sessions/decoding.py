@@ -1,0 +1,119 @@
+"""Verify and decode raw sessions as the site's session engine would."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.sessions.backends.base import SessionBase
+from django.core import signing
+
+from analyze_sessions.sources import RawSession
+
+BAD_SIGNATURE = "bad signature"
+BAD_ENCODING = "bad encoding"
+BAD_PAYLOAD = "bad payload"
+FAILURES = (BAD_SIGNATURE, BAD_ENCODING, BAD_PAYLOAD)
+
+
+@dataclass(frozen=True)
+class DecodedSession:
+    """
+    What the report needs to know of one session, and nothing of its values.
+
+    ``entries`` maps each key of the session to its entry size. An
+    undecodable session has a ``failure`` (one of ``FAILURES``) and no entries.
+    """
+
+    stored_size: int
+    payload_size: int = 0
+    entries: dict[str, int] = field(default_factory=dict)
+    failure: str | None = None
+    expires_at: datetime | None = None
+
+
+class Decoder:
+    """
+    Decode sessions with the signing and serializer of a session engine.
+
+    Built once per run: the signer, salt and serializer are looked up here,
+    not per session. Unlike ``SessionStore.decode()``, which returns ``{}``
+    for any session it cannot read, the decoder says why it could not.
+    """
+
+    def __init__(self, store_class: type[SessionBase]) -> None:
+        store = store_class()
+        self._serializer = store.serializer()
+        self._empty_payload_size = len(self._serializer.dumps({}))
+        # An engine that decodes its own way is trusted to do so.
+        self._store = store
+        self._signer: signing.TimestampSigner | None = None
+        if type(store).decode is SessionBase.decode:
+            self._signer = signing.TimestampSigner(salt=store.key_salt)
+
+    def decode(self, raw: RawSession) -> DecodedSession:
+        """Decode ``raw``; never raises, whatever its data holds."""
+        stored_size = len(raw.data)
+        try:
+            if self._signer is None:
+                session, payload_size = self._decode_with_store(raw.data)
+            else:
+                session, payload_size = self._unsign_and_load(raw.data, self._signer)
+        except _Undecodable as undecodable:
+            return DecodedSession(
+                stored_size, failure=undecodable.reason, expires_at=raw.expires_at
+            )
+        return DecodedSession(
+            stored_size,
+            payload_size=payload_size,
+            entries={str(key): self.entry_size(key, value) for key, value in session.items()},
+            expires_at=raw.expires_at,
+        )
+
+    def entry_size(self, key: Any, value: Any) -> int:
+        """The bytes that ``key`` and its value take in the payload."""
+        return len(self._serializer.dumps({key: value})) - self._empty_payload_size
+
+    def _unsign_and_load(
+        self, data: str, signer: signing.TimestampSigner
+    ) -> tuple[dict[Any, Any], int]:
+        # The steps of TimestampSigner.unsign_object(), taken one at a time so
+        # that each failure keeps its reason. Each catches whatever its step
+        # raises on hostile data (non-ASCII text makes the signature check
+        # raise TypeError, for one), as Django's own decode() does. The
+        # serializer only ever sees data whose signature verified.
+        try:
+            encoded = signer.unsign(data).encode()
+        except Exception:
+            raise _Undecodable(BAD_SIGNATURE) from None
+        try:
+            compressed = encoded[:1] == b"."
+            payload = signing.b64_decode(encoded[1:] if compressed else encoded)
+            if compressed:
+                payload = zlib.decompress(payload)
+        except Exception:
+            raise _Undecodable(BAD_ENCODING) from None
+        try:
+            session = self._serializer.loads(payload)
+        except Exception:
+            raise _Undecodable(BAD_PAYLOAD) from None
+        if not isinstance(session, dict):
+            raise _Undecodable(BAD_PAYLOAD)
+        return session, len(payload)
+
+    def _decode_with_store(self, data: str) -> tuple[dict[Any, Any], int]:
+        try:
+            session = self._store.decode(data)
+        except Exception:
+            raise _Undecodable(BAD_PAYLOAD) from None
+        if not isinstance(session, dict):
+            raise _Undecodable(BAD_PAYLOAD)
+        return session, len(self._serializer.dumps(session))
+
+
+class _Undecodable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,127 @@
+"""Sessions kept in a database model: ``db``, ``cached_db`` and custom stores."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+from django.contrib.sessions.backends.base import SessionBase
+from django.db import connections
+from django.db.models import Model, QuerySet
+from django.db.models.functions import Length
+
+from analyze_sessions.sources import RawSession, UnsupportedEngine
+
+# Keeps an IN list under every backend's limit on query parameters, including
+# PostgreSQL's 65,535 when a large --batch-size is asked for.
+MAX_KEYS_PER_QUERY = 10_000
+
+
+def session_model(engine: str, store_class: type[SessionBase]) -> type[Model]:
+    """Return the model that the session engine ``engine`` keeps sessions in."""
+    get_model_class = getattr(store_class, "get_model_class", None)
+    if get_model_class is None:
+        raise UnsupportedEngine(
+            f"Session engine '{engine}' is not supported yet: only engines that "
+            f"keep sessions in a database model (db, cached_db, or a custom "
+            f"store with get_model_class()) can be analyzed."
+        )
+    model: type[Model] = get_model_class()
+    return model
+
+
+class DatabaseSource:
+    """
+    Read sessions from ``model`` in batches, never writing.
+
+    Full scans page by primary key (keyset pagination), so each query costs the
+    same however far the scan has gone. ``sleep_time`` seconds pass between
+    two queries, to keep load off a production database.
+    """
+
+    def __init__(
+        self,
+        model: type[Model],
+        *,
+        using: str,
+        bigger_than: int | None = None,
+        batch_size: int = 1000,
+        sleep_time: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.using = using
+        self.bigger_than = bigger_than
+        self.batch_size = batch_size
+        self.sleep_time = sleep_time
+        self.keys_listed = 0
+        self.keys_not_found = 0
+        self._queried = False
+
+    def total_sessions(self) -> int:
+        """Count every session in the store, whatever the filters."""
+        self._before_query()
+        return self._all().count()
+
+    def scan(self) -> Iterator[list[RawSession]]:
+        """Yield every session that passes the size filter, a batch at a time."""
+        rows = (
+            self._filtered()
+            .order_by("pk")
+            .values_list("pk", "session_key", "session_data", "expire_date")
+        )
+        last_pk = None
+        while True:
+            page = rows if last_pk is None else rows.filter(pk__gt=last_pk)
+            self._before_query()
+            batch = list(page[: self.batch_size])
+            if batch:
+                last_pk = batch[-1][0]
+                yield [RawSession(key, data, expires) for _, key, data, expires in batch]
+            if len(batch) < self.batch_size:
+                return
+
+    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
+        """
+        Yield the sessions whose keys are in ``keys`` and pass the size filter.
+
+        Keys are looked up in bounded batches. ``keys_listed`` and
+        ``keys_not_found`` count the keys asked for and those not in the store.
+        """
+        wanted = sorted(set(keys))
+        self.keys_listed += len(wanted)
+        size = self._keys_per_query()
+        rows = self._filtered().values_list("session_key", "session_data", "expire_date")
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start : start + size]
+            if self.bigger_than is not None:
+                self._before_query()
+                found = self._all().filter(session_key__in=chunk).count()
+            self._before_query()
+            batch = [RawSession(*row) for row in rows.filter(session_key__in=chunk)]
+            if self.bigger_than is None:
+                found = len(batch)
+            self.keys_not_found += len(chunk) - found
+            if batch:
+                yield batch
+
+    def _all(self) -> QuerySet[Model]:
+        return self.model._base_manager.using(self.using)
+
+    def _filtered(self) -> QuerySet[Model]:
+        sessions = self._all()
+        if self.bigger_than is not None:
+            # Length() is LENGTH() or CHAR_LENGTH(), as each backend spells it.
+            sessions = sessions.alias(stored_size=Length("session_data")).filter(
+                stored_size__gt=self.bigger_than
+            )
+        return sessions
+
+    def _keys_per_query(self) -> int:
+        limit = connections[self.using].features.max_query_params or MAX_KEYS_PER_QUERY
+        # Leave room for the size filter's parameter.
+        return max(1, min(self.batch_size, limit - 1, MAX_KEYS_PER_QUERY))
+
+    def _before_query(self) -> None:
+        if self._queried and self.sleep_time:
+            time.sleep(self.sleep_time)
+        self._queried = True

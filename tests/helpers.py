@@ -1,0 +1,86 @@
+"""Ways to make sessions through real Django code, and to run the command."""
+
+from __future__ import annotations
+
+import random
+import string
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
+from django.core import signing
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+
+SALT = "django.contrib.sessions.SessionStore"
+
+
+def run_command(*args: str, stdin: str | None = None, **options: Any) -> tuple[str, str, int]:
+    """Run analyze_sessions as call_command() does; return (out, err, returncode)."""
+    out, err = StringIO(), StringIO()
+    if stdin is not None:
+        options["stdin"] = StringIO(stdin)
+    try:
+        call_command("analyze_sessions", *args, stdout=out, stderr=err, **options)
+    except CommandError as error:
+        return out.getvalue(), f"CommandError: {error}\n", 1
+    return out.getvalue(), err.getvalue(), 0
+
+
+def session_via_view(**items: str) -> str:
+    """Make a session through the ``store`` view, which keeps ``items``; return its key."""
+    client = Client()
+    response = client.get("/store/", items)
+    assert response.status_code == 200
+    return str(client.session.session_key)
+
+
+def session_of_size(stored_size: int) -> str:
+    """
+    Save a real session whose stored size is exactly ``stored_size``.
+
+    Its one key, ``filler``, holds random letters. They compress a little, and
+    not evenly, so the length that encodes to ``stored_size`` is searched for:
+    bisected, then looked for nearby. A compressed session is "." + base64 +
+    51 characters of timestamp and signature, and base64 is never one more
+    than a multiple of 4 long: no such session is 1 more than a multiple of 4.
+    """
+    store = SessionStore()
+    letters = "".join(random.Random(stored_size).choices(string.ascii_letters, k=2 * stored_size))
+
+    def encoded_size(length: int) -> int:
+        return len(store.encode({"filler": letters[:length]}))
+
+    low, high = 0, len(letters)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if encoded_size(middle) < stored_size else (low, middle)
+    for length in range(max(0, low - 64), low + 64):
+        if encoded_size(length) == stored_size:
+            break
+    else:
+        raise AssertionError(f"No session encodes to {stored_size} bytes.")
+    store["filler"] = letters[:length]
+    store.create()
+    stored = Session.objects.get(session_key=store.session_key)
+    assert len(stored.session_data) == stored_size
+    return str(store.session_key)
+
+
+def signed(value: str, key: str | None = None) -> str:
+    """``value`` signed as a session store signs its base64 payload."""
+    return signing.TimestampSigner(key=key, salt=SALT).sign(value)
+
+
+def corrupt_session(data: str, using: str = "default") -> str:
+    """Store a row holding ``data`` as session data, as old or broken code might."""
+    key = get_random_string(32, VALID_KEY_CHARS)
+    Session.objects.using(using).create(
+        session_key=key, session_data=data, expire_date=timezone.now() + timedelta(days=1)
+    )
+    return key

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.signing import b64_encode
+from django.test import override_settings
+
+from analyze_sessions.decoding import (
+    BAD_ENCODING,
+    BAD_PAYLOAD,
+    BAD_SIGNATURE,
+    DecodedSession,
+    Decoder,
+)
+from analyze_sessions.sources import RawSession
+from tests.helpers import signed
+from tests.session_engines import PlainJSONSessionStore, RenamedSessionStore
+
+EXPIRES = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+def decode(data: str, store_class: type = SessionStore) -> DecodedSession:
+    return Decoder(store_class).decode(RawSession("k" * 32, data, EXPIRES))
+
+
+def test_entry_sizes_of_a_session_the_store_encoded() -> None:
+    data = SessionStore().encode({"foo": "bar", "cart": [1, 22], "n": None})
+
+    decoded = decode(data)
+
+    # The payload is {"foo":"bar","cart":[1,22],"n":null}: 36 bytes.
+    assert decoded == DecodedSession(
+        stored_size=len(data),
+        payload_size=36,
+        entries={"foo": 11, "cart": 13, "n": 8},
+        expires_at=EXPIRES,
+    )
+    # Entries plus the braces and the separating commas make the payload.
+    assert sum(decoded.entries.values()) + 2 + 2 == decoded.payload_size
+
+
+def test_entry_sizes_of_a_compressed_session_are_measured_uncompressed() -> None:
+    data = SessionStore().encode({"big": "x" * 10_000})
+    assert data.startswith(".")  # Compressed, as the store chose to.
+
+    decoded = decode(data)
+
+    assert decoded.stored_size == len(data) < 200
+    assert decoded.payload_size == len('{"big":""}') + 10_000
+    assert decoded.entries == {"big": len('"big":""') + 10_000}
+
+
+def test_stored_size_of_an_uncompressed_session_by_hand() -> None:
+    # {"foo":"bar"} is 13 bytes: 18 characters of base64, then ":", a
+    # 6-character timestamp, ":" and a 43-character signature.
+    assert decode(SessionStore().encode({"foo": "bar"})).stored_size == 18 + 1 + 6 + 1 + 43
+
+
+@override_settings(SECRET_KEY="analyze-sessions-tests-retired", SECRET_KEY_FALLBACKS=[])
+def _encoded_with_retired_key(session: dict[str, str]) -> str:
+    return SessionStore().encode(session)
+
+
+def test_session_signed_with_a_fallback_key_decodes() -> None:
+    data = _encoded_with_retired_key({"foo": "bar"})
+
+    assert decode(data).entries == {"foo": 11}
+
+
+def test_session_signed_with_an_unknown_key_is_a_bad_signature() -> None:
+    data = _encoded_with_retired_key({"foo": "bar"})
+
+    with override_settings(SECRET_KEY_FALLBACKS=[]):
+        decoded = decode(data)
+
+    assert decoded == DecodedSession(
+        stored_size=len(data), failure=BAD_SIGNATURE, expires_at=EXPIRES
+    )
+
+
+def test_the_engine_salt_is_used() -> None:
+    renamed = RenamedSessionStore().encode({"foo": "bar"})
+    default = SessionStore().encode({"foo": "bar"})
+
+    assert decode(renamed, RenamedSessionStore).entries == {"foo": 11}
+    assert decode(default, RenamedSessionStore).failure == BAD_SIGNATURE
+    assert decode(renamed).failure == BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("data", "failure"),
+    [
+        ("", BAD_SIGNATURE),
+        ("not a session", BAD_SIGNATURE),
+        ("a:b:c", BAD_SIGNATURE),
+        ("日本語:データ:です", BAD_SIGNATURE),
+        (signed("abcde"), BAD_ENCODING),  # Base64 cannot be 1 more than 4n long.
+        (signed(".abcd"), BAD_ENCODING),  # Marked compressed, but is not.
+        (signed(b64_encode(b"not json").decode()), BAD_PAYLOAD),
+        (signed(b64_encode(b"[1, 2]").decode()), BAD_PAYLOAD),  # Not a dict.
+        (signed(b64_encode(b"\xff\xfe").decode()), BAD_PAYLOAD),
+        (signed(""), BAD_PAYLOAD),
+    ],
+)
+def test_undecodable_sessions_are_classified(data: str, failure: str) -> None:
+    assert decode(data) == DecodedSession(
+        stored_size=len(data), failure=failure, expires_at=EXPIRES
+    )
+
+
+def test_non_ascii_data_is_measured_in_characters() -> None:
+    assert decode("日本語").stored_size == 3
+
+
+def test_a_payload_nested_too_deep_for_the_serializer_is_a_bad_payload() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    data = signed(b64_encode(f'{{"a":{deep}}}'.encode()).decode())
+
+    assert decode(data).failure == BAD_PAYLOAD
+
+
+def test_an_engine_that_decodes_its_own_way_is_used() -> None:
+    data = PlainJSONSessionStore().encode({"foo": "bar"})
+
+    assert decode(data).failure == BAD_SIGNATURE
+    assert decode(data, PlainJSONSessionStore).entries == {"foo": 11}
+    assert decode("not json", PlainJSONSessionStore).failure == BAD_PAYLOAD
+    assert decode('["a list"]', PlainJSONSessionStore).failure == BAD_PAYLOAD

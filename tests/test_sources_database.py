@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.sessions.backends import cache, db
+from django.contrib.sessions.models import Session
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from analyze_sessions.sources import UnsupportedEngine, session_store_class
+from analyze_sessions.sources.database import MAX_KEYS_PER_QUERY, DatabaseSource, session_model
+from tests.helpers import corrupt_session, session_of_size, session_via_view
+
+pytestmark = pytest.mark.django_db
+
+
+def make_sessions(count: int) -> set[str]:
+    return {session_via_view(n=str(n)) for n in range(count)}
+
+
+def source(**options: object) -> DatabaseSource:
+    return DatabaseSource(Session, using="default", **options)  # type: ignore[arg-type]
+
+
+def test_session_model_of_the_db_engine() -> None:
+    assert session_model("django.contrib.sessions.backends.db", db.SessionStore) is Session
+
+
+def test_engines_without_a_model_are_not_supported_yet() -> None:
+    with pytest.raises(UnsupportedEngine) as raised:
+        session_model("django.contrib.sessions.backends.cache", cache.SessionStore)
+
+    assert str(raised.value) == (
+        "Session engine 'django.contrib.sessions.backends.cache' is not supported "
+        "yet: only engines that keep sessions in a database model (db, cached_db, "
+        "or a custom store with get_model_class()) can be analyzed."
+    )
+
+
+def test_an_engine_that_cannot_be_imported() -> None:
+    with pytest.raises(UnsupportedEngine) as raised:
+        session_store_class("myproject.no_such_engine")
+
+    assert str(raised.value) == (
+        "Cannot load session engine 'myproject.no_such_engine': No module named 'myproject'."
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 23, 1000])
+def test_scan_visits_every_session_once_in_keyset_pages(batch_size: int) -> None:
+    keys = make_sessions(23)
+
+    with CaptureQueriesContext(connection) as queries:
+        seen = [raw.key for batch in source(batch_size=batch_size).scan() for raw in batch]
+
+    assert sorted(seen) == sorted(keys)
+    # Full pages, then the short (or empty) page that ends the scan.
+    assert len(queries) == 23 // batch_size + 1
+    for query in queries:
+        assert query["sql"].startswith("SELECT")
+        assert "OFFSET" not in query["sql"].upper()
+
+
+def test_scan_yields_what_the_store_holds() -> None:
+    key = session_via_view(foo="bar")
+    stored = Session.objects.get(pk=key)
+
+    [[raw]] = source().scan()
+
+    assert raw == (key, stored.session_data, stored.expire_date)
+
+
+def test_scan_of_an_empty_store() -> None:
+    assert list(source().scan()) == []
+
+
+def test_bigger_than_is_strict_and_filters_in_the_database() -> None:
+    # Real sessions of these sizes cannot be 1 more than a multiple of 4 bytes
+    # long (see session_of_size), so rows of junk stand in at 15001 and 15361.
+    by_size = {size: session_of_size(size) for size in (14_999, 15_000, 15_002, 15_360, 15_362)}
+    by_size[15_001] = corrupt_session("x" * 15_001)
+    by_size[15_361] = corrupt_session("x" * 15_361)
+
+    with CaptureQueriesContext(connection) as queries:
+        over_15kb = {raw.key for batch in source(bigger_than=15_000).scan() for raw in batch}
+    over_15kib = {raw.key for batch in source(bigger_than=15_360).scan() for raw in batch}
+
+    assert over_15kb == {by_size[size] for size in (15_001, 15_002, 15_360, 15_361, 15_362)}
+    assert over_15kib == {by_size[15_361], by_size[15_362]}
+    assert "LENGTH(" in queries[0]["sql"].upper()
+
+
+def test_total_sessions_ignores_filters() -> None:
+    make_sessions(3)
+    corrupt_session("junk")
+
+    assert source(bigger_than=10**9).total_sessions() == 4
+
+
+def test_lookup_finds_listed_keys_in_bounded_batches() -> None:
+    keys = sorted(make_sessions(5))
+    wanted = keys[:3] + ["missing1", "missing2", keys[0]]
+    lookup = source(batch_size=2)
+
+    with CaptureQueriesContext(connection) as queries:
+        found = [raw.key for batch in lookup.lookup(wanted) for raw in batch]
+
+    assert sorted(found) == keys[:3]
+    assert (lookup.keys_listed, lookup.keys_not_found) == (5, 2)
+    assert len(queries) == 3  # Five distinct keys, two per query.
+
+
+def test_lookup_with_bigger_than_tells_missing_keys_from_small_sessions() -> None:
+    small, big = session_via_view(foo="bar"), session_of_size(2000)
+    lookup = source(bigger_than=1000)
+
+    found = [raw.key for batch in lookup.lookup([small, big, "missing"]) for raw in batch]
+
+    assert found == [big]
+    assert (lookup.keys_listed, lookup.keys_not_found) == (3, 1)
+
+
+def test_lookup_keeps_under_the_backends_parameter_limit() -> None:
+    keys = make_sessions(3)
+    wanted = list(keys) + [f"missing{n}" for n in range(2997)]
+    limit = connection.features.max_query_params
+    lookup = source(batch_size=100_000)
+
+    with CaptureQueriesContext(connection) as queries:
+        found = {raw.key for batch in lookup.lookup(wanted) for raw in batch}
+
+    assert found == keys
+    assert lookup.keys_not_found == 2997
+    per_query = min(MAX_KEYS_PER_QUERY, limit - 1 if limit else MAX_KEYS_PER_QUERY)
+    assert len(queries) == -(-3000 // per_query)
+
+
+def test_sleep_time_pauses_between_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    make_sessions(10)
+    pauses: list[float] = []
+    monkeypatch.setattr("analyze_sessions.sources.database.time.sleep", pauses.append)
+    scan = source(batch_size=4, sleep_time=0.25)
+
+    scan.total_sessions()
+    batches = list(scan.scan())
+
+    assert [len(batch) for batch in batches] == [4, 4, 2]
+    assert pauses == [0.25] * 3  # Four queries: a count and three pages.
