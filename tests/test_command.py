@@ -1,0 +1,390 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
+from django.core.management import call_command
+from django.core.signing import b64_encode
+from django.db import connection, connections
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.helpers import (
+    corrupt_session,
+    run_command,
+    session_of_size,
+    session_via_view,
+    signed,
+)
+
+pytestmark = pytest.mark.django_db
+
+# Stored sizes by hand: a payload of n bytes is ceil(4n / 3) characters of
+# base64, then ":", a 6-character timestamp, ":" and a 43-character signature.
+# {"foo":"bar"} is 13 bytes: 18 + 51 = 69.
+# {"foo":"bazbaz","n":"1"} is 24 bytes: 32 + 51 = 83.
+# Entry sizes: "foo":"bar" is 11 bytes, "foo":"bazbaz" 14, "n":"1" 7.
+
+
+# The report of two_sessions, after its first line.
+TWO_SESSIONS_REPORT = (
+    "Average size was 76.00 bytes\n"
+    "Saw the following keys:\n"
+    "    foo (2 times, avg. size 12.50 bytes, max 14 bytes, total 25 bytes)\n"
+    "    n (1 times, avg. size 7.00 bytes, max 7 bytes, total 7 bytes)\n"
+    "\n"
+    "Summary:\n"
+    "    Stored size: 152 bytes in all\n"
+    "    Undecodable sessions: 0\n"
+)
+
+
+@pytest.fixture
+def two_sessions() -> tuple[str, str]:
+    return session_via_view(foo="bar"), session_via_view(foo="bazbaz", n="1")
+
+
+def test_classic_report_of_every_session(two_sessions: tuple[str, str]) -> None:
+    assert run_command() == (
+        "Processed 2 sessions out of 2 total sessions\n" + TWO_SESSIONS_REPORT,
+        "",
+        0,
+    )
+
+
+def test_bigger_than(two_sessions: tuple[str, str]) -> None:
+    assert run_command("--bigger-than=69") == (
+        "Processed 1 sessions out of 2 total sessions\n"
+        "Average size was 83.00 bytes\n"
+        "Saw the following keys:\n"
+        "    foo (1 times, avg. size 14.00 bytes, max 14 bytes, total 14 bytes)\n"
+        "    n (1 times, avg. size 7.00 bytes, max 7 bytes, total 7 bytes)\n"
+        "\n"
+        "Summary:\n"
+        "    Stored size: 83 bytes in all\n"
+        "    Undecodable sessions: 0\n",
+        "",
+        0,
+    )
+
+
+def filler_entry_size(key: str) -> int:
+    return len('"filler":""') + len(Session.objects.get(pk=key).get_decoded()["filler"])
+
+
+def test_bigger_than_15kb_against_15kib() -> None:
+    session_via_view(foo="bar")
+    at_15kb = session_of_size(15_000)
+    keys = [session_of_size(size) for size in (15_002, 15_360, 15_362)]
+    entries = [filler_entry_size(key) for key in keys]
+
+    out, err, returncode = run_command("--bigger-than=15KB")
+
+    assert run_command("--bigger-than=15000") == (out, err, returncode)
+    assert run_command("--bigger-than", "15 kb") == (out, err, returncode)
+    assert (err, returncode) == ("", 0)
+    assert out.splitlines()[:4] == [
+        "Processed 3 sessions out of 5 total sessions",
+        "Average size was 15241.33 bytes",  # (15002 + 15360 + 15362) / 3
+        "Saw the following keys:",
+        f"    filler (3 times, avg. size {sum(entries) / 3:.2f} bytes, "
+        f"max {max(entries)} bytes, total {sum(entries)} bytes)",
+    ]
+    assert at_15kb not in out
+
+    out, err, returncode = run_command("--bigger-than=15KiB")
+
+    assert out.splitlines()[:4] == [
+        "Processed 1 sessions out of 5 total sessions",
+        "Average size was 15362.00 bytes",
+        "Saw the following keys:",
+        f"    filler (1 times, avg. size {entries[2]}.00 bytes, "
+        f"max {entries[2]} bytes, total {entries[2]} bytes)",
+    ]
+    assert run_command("--bigger-than=15K")[0] == out
+
+
+@override_settings(SECRET_KEY="analyze-sessions-tests-retired", SECRET_KEY_FALLBACKS=[])
+def session_signed_with_retired_key() -> str:
+    return session_via_view(foo="bar")
+
+
+@override_settings(SECRET_KEY="a-key-nobody-has-any-more", SECRET_KEY_FALLBACKS=[])
+def session_signed_with_lost_key() -> str:
+    return session_via_view(foo="bar")
+
+
+def test_undecodable_sessions_are_counted_by_reason() -> None:
+    session_via_view(foo="bar")  # 69 bytes
+    session_signed_with_retired_key()  # 69 bytes, still decodes
+    session_signed_with_lost_key()  # 69 bytes, bad signature
+    corrupt_session("not a session")  # 13 bytes, bad signature
+    corrupt_session(signed("abcde"))  # 5 + 51 = 56 bytes, bad encoding
+    corrupt_session(signed(b64_encode(b"not json").decode()))  # 11 + 51 = 62, bad payload
+
+    assert run_command() == (
+        "Processed 6 sessions out of 6 total sessions\n"
+        "Average size was 56.33 bytes\n"  # 338 / 6
+        "Saw the following keys:\n"
+        "    foo (2 times, avg. size 11.00 bytes, max 11 bytes, total 22 bytes)\n"
+        "\n"
+        "Summary:\n"
+        "    Stored size: 338 bytes in all\n"
+        "    Undecodable sessions: 4, 200 bytes "
+        "(bad signature: 2, bad encoding: 1, bad payload: 1)\n",
+        "",
+        0,
+    )
+
+
+def test_ids_from_a_file(two_sessions: tuple[str, str], tmp_path: Path) -> None:
+    first, second = two_sessions
+    session_via_view(foo="not listed")
+    ids = tmp_path / "ids"
+    ids.write_text(f"# to check\n{first}\n\n  {second}  \n{first}\nnosuchkey\n")
+
+    assert run_command(f"--ids-from={ids}") == (
+        "Processed 2 sessions out of 3 total sessions\n"
+        + TWO_SESSIONS_REPORT
+        + "    Listed keys not found: 1 of 3\n",
+        "",
+        0,
+    )
+
+
+def test_ids_from_stdin_with_bigger_than(two_sessions: tuple[str, str]) -> None:
+    first, second = two_sessions
+
+    out, err, returncode = run_command(
+        "--ids-from", "-", "--bigger-than=69", stdin=f"{first}\n{second}\nmissing\n"
+    )
+
+    assert (out.splitlines()[:2], err, returncode) == (
+        ["Processed 1 sessions out of 2 total sessions", "Average size was 83.00 bytes"],
+        "",
+        0,
+    )
+    # The small session was found; only the missing key is reported.
+    assert out.splitlines()[-1] == "    Listed keys not found: 1 of 3"
+
+
+def test_an_empty_ids_file(two_sessions: tuple[str, str], tmp_path: Path) -> None:
+    (tmp_path / "ids").write_text("\n\n")
+
+    out, _, returncode = run_command(f"--ids-from={tmp_path / 'ids'}")
+
+    assert out.splitlines()[0] == "Processed 0 sessions out of 2 total sessions"
+    assert out.splitlines()[-1] == "    Listed keys not found: 0 of 0"
+    assert returncode == 0
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2", "1000"])
+def test_batch_size_does_not_change_the_report(
+    two_sessions: tuple[str, str], batch_size: str
+) -> None:
+    session_via_view(foo="x" * 100)
+    corrupt_session("junk")
+
+    assert run_command(f"--batch-size={batch_size}") == run_command()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--bigger-than=15XB"],
+            "Invalid size '15XB': give a number of bytes with an optional unit, "
+            "for example 15000, 15KB, 15KiB, 1.5MB or 2M.",
+        ),
+        (
+            ["--bigger-than=-5"],
+            "Invalid size '-5': give a number of bytes with an optional unit, "
+            "for example 15000, 15KB, 15KiB, 1.5MB or 2M.",
+        ),
+        (
+            ["--bigger-than=abc"],
+            "Invalid size 'abc': give a number of bytes with an optional unit, "
+            "for example 15000, 15KB, 15KiB, 1.5MB or 2M.",
+        ),
+        (
+            ["--bigger-than="],
+            "Invalid size '': give a number of bytes with an optional unit, "
+            "for example 15000, 15KB, 15KiB, 1.5MB or 2M.",
+        ),
+        (["--batch-size=0"], "--batch-size must be a whole number of 1 or more, not '0'."),
+        (["--batch-size=-3"], "--batch-size must be a whole number of 1 or more, not '-3'."),
+        (["--batch-size=lots"], "--batch-size must be a whole number of 1 or more, not 'lots'."),
+        (["--batch-size=1.5"], "--batch-size must be a whole number of 1 or more, not '1.5'."),
+        (["--sleep-time=-1"], "--sleep-time must be a number of seconds, 0 or more, not '-1'."),
+        (["--sleep-time=soon"], "--sleep-time must be a number of seconds, 0 or more, not 'soon'."),
+        (["--sleep-time=nan"], "--sleep-time must be a number of seconds, 0 or more, not 'nan'."),
+        (
+            ["--ids-from=/nonexistent/ids"],
+            "Cannot read ids file '/nonexistent/ids': No such file or directory.",
+        ),
+    ],
+)
+def test_bad_input_is_one_clear_sentence(args: list[str], message: str) -> None:
+    assert run_command(*args) == ("", f"CommandError: {message}\n", 1)
+
+
+def test_an_ids_file_that_is_a_directory(tmp_path: Path) -> None:
+    assert run_command(f"--ids-from={tmp_path}") == (
+        "",
+        f"CommandError: Cannot read ids file '{tmp_path}': Is a directory.\n",
+        1,
+    )
+
+
+def test_an_unknown_database() -> None:
+    out, err, returncode = run_command("--database=nope")
+
+    assert err.startswith(
+        "CommandError: Error: argument --database: invalid choice: 'nope' (choose from "
+    )
+    assert (out, returncode) == ("", 1)
+
+
+@pytest.mark.parametrize(
+    "engine",
+    ["django.contrib.sessions.backends.cache", "django.contrib.sessions.backends.signed_cookies"],
+)
+def test_engines_without_a_model_are_refused(engine: str) -> None:
+    with override_settings(SESSION_ENGINE=engine):
+        assert run_command() == (
+            "",
+            f"CommandError: Session engine '{engine}' is not supported yet: only "
+            "engines that keep sessions in a database model (db, cached_db, or a "
+            "custom store with get_model_class()) can be analyzed.\n",
+            1,
+        )
+
+
+@override_settings(SESSION_ENGINE="django.contrib.sessions.backends.cached_db")
+def test_cached_db_sessions_are_read_from_the_database(two_sessions: tuple[str, str]) -> None:
+    assert run_command()[0].splitlines()[:2] == [
+        "Processed 2 sessions out of 2 total sessions",
+        "Average size was 76.00 bytes",
+    ]
+
+
+def test_only_selects_and_nothing_changes(two_sessions: tuple[str, str], tmp_path: Path) -> None:
+    corrupt_session("junk")
+    session_of_size(3000)
+    ids = tmp_path / "ids"
+    ids.write_text("\n".join(two_sessions))
+    before = list(Session.objects.order_by("pk").values_list())
+
+    with CaptureQueriesContext(connection) as queries:
+        for args in ([], ["--bigger-than=70", "--batch-size=1"], [f"--ids-from={ids}"]):
+            assert run_command(*args)[2] == 0
+
+    assert len(queries) > 3
+    assert [q["sql"] for q in queries if not q["sql"].startswith("SELECT ")] == []
+    assert list(Session.objects.order_by("pk").values_list()) == before
+
+
+def test_no_value_and_no_full_key_is_shown(tmp_path: Path) -> None:
+    keys = [session_via_view(secret="SENTINEL-VALUE-41", token="SENTINEL-VALUE-42")]
+    keys.append(corrupt_session(signed(b64_encode(b'{"x":"SENTINEL-VALUE-43"').decode())))
+    ids = tmp_path / "ids"
+    ids.write_text("\n".join(keys))
+
+    for args in ([], [f"--ids-from={ids}"]):
+        out, err, _ = run_command(*args)
+        assert "SENTINEL" not in out + err
+        assert not any(key in out + err for key in keys)
+
+
+@pytest.mark.django_db(databases=["default", "replica"])
+def test_database_reads_only_that_database() -> None:
+    session_via_view(foo="bar")
+    Session.objects.using("replica").create(
+        session_key="replicated0000000000000000000000",
+        session_data=SessionStore().encode({"foo": "bazbaz", "n": "1"}),
+        expire_date=timezone.now(),
+    )
+
+    with CaptureQueriesContext(connection) as on_default:
+        out, _, _ = run_command("--database=replica")
+
+    assert out.splitlines()[:2] == [
+        "Processed 1 sessions out of 1 total sessions",
+        "Average size was 83.00 bytes",
+    ]
+    assert len(on_default) == 0
+    with CaptureQueriesContext(connections["replica"]) as on_replica:
+        assert run_command()[0].splitlines()[0] == "Processed 1 sessions out of 1 total sessions"
+    assert len(on_replica) == 0
+
+
+def test_the_hyphenated_name_runs_the_same_command(two_sessions: tuple[str, str]) -> None:
+    hyphenated = StringIO()
+
+    call_command("analyze-sessions", "--bigger-than=69", stdout=hyphenated)
+
+    assert hyphenated.getvalue() == run_command("--bigger-than=69")[0]
+    assert hyphenated.getvalue().startswith("Processed 1 sessions out of 2 total sessions\n")
+
+
+def django_admin(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a real ``django-admin`` process against the test database."""
+    executable = Path(sys.executable).with_name("django-admin")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "ANALYZE_SESSIONS_DB_NAME": connection.settings_dict["NAME"],
+    }
+    return subprocess.run(
+        [str(executable), *args], input=stdin, capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("name", ["analyze_sessions", "analyze-sessions"])
+def test_django_admin_under_both_names(name: str) -> None:
+    first = session_via_view(foo="bar")
+    session_via_view(foo="bazbaz", n="1")
+
+    result = django_admin(name, "--bigger-than=69")
+    piped = django_admin(name, "--ids-from=-", stdin=f"{first}\nmissing\n")
+
+    assert (result.stdout, result.stderr, result.returncode) == (
+        run_command("--bigger-than=69")[0],
+        "",
+        0,
+    )
+    assert result.stdout.startswith("Processed 1 sessions out of 2 total sessions\n")
+    assert (piped.stdout, piped.stderr, piped.returncode) == (
+        "Processed 1 sessions out of 2 total sessions\n"
+        "Average size was 69.00 bytes\n"
+        "Saw the following keys:\n"
+        "    foo (1 times, avg. size 11.00 bytes, max 11 bytes, total 11 bytes)\n"
+        "\n"
+        "Summary:\n"
+        "    Stored size: 69 bytes in all\n"
+        "    Undecodable sessions: 0\n"
+        "    Listed keys not found: 1 of 2\n",
+        "",
+        0,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_admin_bad_input_exits_non_zero_without_a_traceback() -> None:
+    result = django_admin("analyze-sessions", "--bigger-than=15XB")
+
+    assert (result.stdout, result.stderr, result.returncode) == (
+        "",
+        "CommandError: Invalid size '15XB': give a number of bytes with an "
+        "optional unit, for example 15000, 15KB, 15KiB, 1.5MB or 2M.\n",
+        1,
+    )
