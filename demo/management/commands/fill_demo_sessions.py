@@ -1,0 +1,129 @@
+"""Fill the demo shop's session table through real requests to its views."""
+
+from __future__ import annotations
+
+import random
+from argparse import ArgumentParser
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
+from django.core import signing
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.test import Client, override_settings
+from django.utils import timezone
+
+from demo.views import CHECKOUT_STEPS
+
+PASSWORD = "correct horse battery staple"
+
+
+class Command(BaseCommand):
+    help = "Replace the demo's sessions with visitors made through real requests."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--sessions", type=int, default=3000, help="How many visitors. Defaults to 3000."
+        )
+
+    def handle(self, *args: Any, sessions: int, **options: Any) -> None:
+        self.random = random.Random(2013)
+        self.requests = 0
+        with transaction.atomic():
+            Session.objects.all().delete()
+            User.objects.all().delete()
+            password = make_password(PASSWORD)
+            User.objects.bulk_create(
+                User(username=f"customer{n}", password=password) for n in range(sessions // 4)
+            )
+            self.usernames = list(User.objects.values_list("username", flat=True))
+            for visitor in range(sessions):
+                self.visit(visitor)
+            # Sessions from before the key was rotated still decode, through
+            # SECRET_KEY_FALLBACKS.
+            with override_settings(SECRET_KEY="demo-secret-key-2025"):
+                for _ in range(20):
+                    self.browse(self.client())
+            corrupt = self.store_corrupt_rows()
+        self.stdout.write(
+            f"Made {Session.objects.count()} sessions through {self.requests} requests "
+            f"({corrupt} of them corrupt rows written straight to the table)."
+        )
+
+    def client(self) -> Client:
+        return Client()
+
+    def get(self, client: Client, path: str, data: Any = None) -> None:
+        self.requests += 1
+        assert client.get(path, data).status_code == 200, path
+
+    def post(self, client: Client, path: str, data: Any = None) -> None:
+        self.requests += 1
+        response = client.post(path, data)
+        assert response.status_code in (200, 302), path
+
+    def visit(self, visitor: int) -> None:
+        client = self.client()
+        kind = self.random.random()
+        if kind < 0.45:
+            self.browse(client)
+        elif kind < 0.70:
+            self.log_in(client)
+            self.browse(client)
+        elif kind < 0.82:
+            self.browse(client)
+            self.check_out(client)
+        else:
+            self.post(client, "/contact/", {"message": "Where is my order?"})
+        if visitor % 250 == 0:
+            # A handful of report previews, 20-60 KB each.
+            self.log_in(client)
+            self.post(client, "/reports/preview/", {"rows": self.random.randint(260, 740)})
+
+    def browse(self, client: Client) -> None:
+        for _ in range(self.random.randint(1, 6)):
+            self.get(client, f"/products/{self.random.randint(1, 500)}/")
+        if self.random.random() < 0.5:
+            for _ in range(self.random.randint(1, 4)):
+                product = self.random.randint(1, 500)
+                self.post(client, f"/cart/add/{product}/", {"quantity": self.random.randint(1, 3)})
+        if self.random.random() < 0.2:
+            ids = self.random.sample(range(1, 500), 20)
+            query = self.random.choice(["red shoes", "rain coat", "gift card", "socks"])
+            self.get(client, "/search/", {"q": query, "id": ids})
+
+    def log_in(self, client: Client) -> None:
+        username = self.random.choice(self.usernames)
+        self.post(client, "/accounts/login/", {"username": username, "password": PASSWORD})
+        self.get(client, "/account/")
+
+    def check_out(self, client: Client) -> None:
+        data = {
+            "address": {"name": "A. Customer", "street": "1 Main Street", "city": "Lyon"},
+            "shipping": {"method": "express", "instructions": "Leave at the door."},
+            "payment": {"method": "card", "holder": "A. Customer"},
+        }
+        for step in CHECKOUT_STEPS[: self.random.randint(1, len(CHECKOUT_STEPS))]:
+            self.post(client, f"/checkout/{step}/", data[step])
+
+    def store_corrupt_rows(self) -> int:
+        store = SessionStore()
+        good = store.encode({"cart": {"currency": "EUR", "items": []}})
+        rows = [
+            good[: len(good) // 2],  # Truncated by a column that was too short.
+            good[:-3],
+            "{'legacy': 'pickled by a 2012 deploy'}",
+            signing.dumps({"cart": []}, key="a-key-nobody-has", salt=store.key_salt),
+            signing.TimestampSigner(salt=store.key_salt).sign("bm90IGpzb24"),  # "not json"
+            signing.TimestampSigner(salt=store.key_salt).sign(".eJzLSM3JyVcozy"),  # Cut short.
+        ]
+        expires = timezone.now() + timedelta(days=14)
+        Session.objects.bulk_create(
+            Session(session_key=f"corrupt{n:025d}", session_data=data, expire_date=expires)
+            for n, data in enumerate(rows)
+        )
+        return len(rows)
