@@ -44,31 +44,35 @@ class Decoder:
     """
 
     def __init__(self, store_class: type[SessionBase]) -> None:
-        store = store_class()
-        self._serializer = store.serializer()
+        self._store = store_class()
+        self._serializer = self._store.serializer()
         self._empty_payload_size = len(self._serializer.dumps({}))
-        # An engine that decodes its own way is trusted to do so.
-        self._store = store
-        self._signer: signing.TimestampSigner | None = None
-        if type(store).decode is SessionBase.decode:
-            self._signer = signing.TimestampSigner(salt=store.key_salt)
+        self._signer = signing.TimestampSigner(salt=self._store.key_salt)
+        self._engine_decodes = store_class.decode is not SessionBase.decode
 
     def decode(self, raw: RawSession) -> DecodedSession:
         """Decode ``raw``; never raises, whatever its data holds."""
-        stored_size = len(raw.data)
+        payload_size: int | None
         try:
-            if self._signer is None:
-                session, payload_size = self._decode_with_store(raw.data)
-            else:
-                session, payload_size = self._unsign_and_load(raw.data, self._signer)
+            session, payload_size = self._unsign_and_load(raw.data)
         except _Undecodable as undecodable:
-            return DecodedSession(
-                stored_size, failure=undecodable.reason, expires_at=raw.expires_at
-            )
+            # An engine that decodes its own way may read what Django's way
+            # cannot. If it too returns nothing, Django's reason is the one
+            # to report: such engines return {} for data they cannot read.
+            session = self._decode_with_engine(raw.data) if self._engine_decodes else {}
+            if not session:
+                return self._undecodable(raw, undecodable.reason)
+            payload_size = None  # The engine's payload is not the serializer's.
+        try:
+            entries = {str(key): self.entry_size(key, value) for key, value in session.items()}
+            if payload_size is None:
+                payload_size = len(self._serializer.dumps(session))
+        except Exception:  # Values the configured serializer cannot write.
+            return self._undecodable(raw, BAD_PAYLOAD)
         return DecodedSession(
-            stored_size,
+            raw.stored_size,
             payload_size=payload_size,
-            entries={str(key): self.entry_size(key, value) for key, value in session.items()},
+            entries=entries,
             expires_at=raw.expires_at,
         )
 
@@ -76,16 +80,14 @@ class Decoder:
         """The bytes that ``key`` and its value take in the payload."""
         return len(self._serializer.dumps({key: value})) - self._empty_payload_size
 
-    def _unsign_and_load(
-        self, data: str, signer: signing.TimestampSigner
-    ) -> tuple[dict[Any, Any], int]:
+    def _unsign_and_load(self, data: str) -> tuple[dict[Any, Any], int]:
         # The steps of TimestampSigner.unsign_object(), taken one at a time so
         # that each failure keeps its reason. Each catches whatever its step
         # raises on hostile data (non-ASCII text makes the signature check
         # raise TypeError, for one), as Django's own decode() does. The
         # serializer only ever sees data whose signature verified.
         try:
-            encoded = signer.unsign(data).encode()
+            encoded = self._signer.unsign(data).encode()
         except Exception:
             raise _Undecodable(BAD_SIGNATURE) from None
         try:
@@ -103,14 +105,16 @@ class Decoder:
             raise _Undecodable(BAD_PAYLOAD)
         return session, len(payload)
 
-    def _decode_with_store(self, data: str) -> tuple[dict[Any, Any], int]:
+    def _decode_with_engine(self, data: str) -> dict[Any, Any]:
         try:
             session = self._store.decode(data)
         except Exception:
-            raise _Undecodable(BAD_PAYLOAD) from None
-        if not isinstance(session, dict):
-            raise _Undecodable(BAD_PAYLOAD)
-        return session, len(self._serializer.dumps(session))
+            return {}
+        return session if isinstance(session, dict) else {}
+
+    @staticmethod
+    def _undecodable(raw: RawSession, reason: str) -> DecodedSession:
+        return DecodedSession(raw.stored_size, failure=reason, expires_at=raw.expires_at)
 
 
 class _Undecodable(Exception):

@@ -72,9 +72,9 @@ def session_of_size(stored_size: int) -> str:
     return str(store.session_key)
 
 
-def signed(value: str, key: str | None = None) -> str:
+def signed(value: str, salt: str = SALT) -> str:
     """``value`` signed as a session store signs its base64 payload."""
-    return signing.TimestampSigner(key=key, salt=SALT).sign(value)
+    return signing.TimestampSigner(salt=salt).sign(value)
 
 
 def corrupt_session(data: str, using: str = "default") -> str:

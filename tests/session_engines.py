@@ -12,12 +12,19 @@ class RenamedSessionStore(db.SessionStore):
     """Signs with its own salt, which follows the class name."""
 
 
-class PlainJSONSessionStore(db.SessionStore):
-    """Keeps sessions as unsigned JSON, and raises on anything else."""
-
-    def encode(self, session_dict: dict[str, Any]) -> str:
-        return json.dumps(session_dict)
+class LegacySessionStore(db.SessionStore):
+    """
+    Also reads sessions that an old deploy kept as "legacy:" and unsigned
+    JSON, where {"__set__": [...]} stands for a set. Anything else goes to
+    Django's decode(), which returns {} for what it cannot read.
+    """
 
     def decode(self, session_data: str | bytes) -> dict[str, Any]:
-        session: dict[str, Any] = json.loads(session_data)
-        return session
+        if isinstance(session_data, str) and session_data.startswith("legacy:"):
+            session: dict[str, Any] = json.loads(session_data[7:], object_hook=_revive_sets)
+            return session
+        return super().decode(session_data)
+
+
+def _revive_sets(value: dict[str, Any]) -> Any:
+    return set(value["__set__"]) if set(value) == {"__set__"} else value

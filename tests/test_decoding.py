@@ -16,13 +16,13 @@ from analyze_sessions.decoding import (
 )
 from analyze_sessions.sources import RawSession
 from tests.helpers import signed
-from tests.session_engines import PlainJSONSessionStore, RenamedSessionStore
+from tests.session_engines import LegacySessionStore, RenamedSessionStore
 
 EXPIRES = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
 
 def decode(data: str, store_class: type = SessionStore) -> DecodedSession:
-    return Decoder(store_class).decode(RawSession("k" * 32, data, EXPIRES))
+    return Decoder(store_class).decode(RawSession("k" * 32, data, EXPIRES, len(data)))
 
 
 def test_entry_sizes_of_a_session_the_store_encoded() -> None:
@@ -52,10 +52,15 @@ def test_entry_sizes_of_a_compressed_session_are_measured_uncompressed() -> None
     assert decoded.entries == {"big": len('"big":""') + 10_000}
 
 
-def test_stored_size_of_an_uncompressed_session_by_hand() -> None:
-    # {"foo":"bar"} is 13 bytes: 18 characters of base64, then ":", a
-    # 6-character timestamp, ":" and a 43-character signature.
-    assert decode(SessionStore().encode({"foo": "bar"})).stored_size == 18 + 1 + 6 + 1 + 43
+def test_the_stored_size_is_the_one_the_source_measured() -> None:
+    data = SessionStore().encode({"foo": "bar"})
+    raw = RawSession("k" * 32, data, None, 1234)
+
+    assert Decoder(SessionStore).decode(raw).stored_size == 1234
+    # The size worked out by hand in test_command.py: {"foo":"bar"} is 13
+    # bytes, 18 characters of base64, then ":", a 6-character timestamp, ":"
+    # and a 43-character signature.
+    assert len(data) == 18 + 1 + 6 + 1 + 43
 
 
 @override_settings(SECRET_KEY="analyze-sessions-tests-retired", SECRET_KEY_FALLBACKS=[])
@@ -110,10 +115,6 @@ def test_undecodable_sessions_are_classified(data: str, failure: str) -> None:
     )
 
 
-def test_non_ascii_data_is_measured_in_characters() -> None:
-    assert decode("日本語").stored_size == 3
-
-
 def test_a_payload_nested_too_deep_for_the_serializer_is_a_bad_payload() -> None:
     deep = "[" * 100_000 + "]" * 100_000
     data = signed(b64_encode(f'{{"a":{deep}}}'.encode()).decode())
@@ -122,9 +123,25 @@ def test_a_payload_nested_too_deep_for_the_serializer_is_a_bad_payload() -> None
 
 
 def test_an_engine_that_decodes_its_own_way_is_used() -> None:
-    data = PlainJSONSessionStore().encode({"foo": "bar"})
+    data = 'legacy:{"foo":"bar","tags":{"__set__":[1]}}'
 
     assert decode(data).failure == BAD_SIGNATURE
-    assert decode(data, PlainJSONSessionStore).entries == {"foo": 11}
-    assert decode("not json", PlainJSONSessionStore).failure == BAD_PAYLOAD
-    assert decode('["a list"]', PlainJSONSessionStore).failure == BAD_PAYLOAD
+    # The engine reads it, but the configured JSON serializer cannot write
+    # a set, so its entries cannot be measured.
+    assert decode(data, LegacySessionStore).failure == BAD_PAYLOAD
+    assert decode('legacy:{"foo":"bar"}', LegacySessionStore) == DecodedSession(
+        stored_size=20, payload_size=13, entries={"foo": 11}, expires_at=EXPIRES
+    )
+    assert decode(LegacySessionStore().encode({"n": 1}), LegacySessionStore).entries == {"n": 5}
+
+
+@pytest.mark.parametrize(
+    ("data", "failure"),
+    [
+        ("garbage", BAD_SIGNATURE),  # The engine returns {}, as Django's does.
+        ("legacy:not json", BAD_SIGNATURE),  # The engine raises.
+        (signed("abcde", salt="django.contrib.sessions.LegacySessionStore"), BAD_ENCODING),
+    ],
+)
+def test_an_engine_that_cannot_read_a_session_does_not_hide_why(data: str, failure: str) -> None:
+    assert decode(data, LegacySessionStore).failure == failure

@@ -66,3 +66,9 @@ def test_a_file_that_is_not_text(tmp_path: Path) -> None:
         read_session_keys(path)
 
     assert str(raised.value) == f"Cannot read ids file '{path}': line 3 is not UTF-8 text."
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "\ufeffabc\r\ndef\r\n".encode())
+
+    assert read_session_keys(path) == {"abc", "def"}

@@ -66,7 +66,7 @@ def test_scan_yields_what_the_store_holds() -> None:
 
     [[raw]] = source().scan()
 
-    assert raw == (key, stored.session_data, stored.expire_date)
+    assert raw == (key, stored.session_data, stored.expire_date, len(stored.session_data))
 
 
 def test_scan_of_an_empty_store() -> None:
@@ -145,3 +145,27 @@ def test_sleep_time_pauses_between_queries(monkeypatch: pytest.MonkeyPatch) -> N
 
     assert [len(batch) for batch in batches] == [4, 4, 2]
     assert pauses == [0.25] * 3  # Four queries: a count and three pages.
+
+
+def test_stored_size_counts_characters_as_the_filter_does() -> None:
+    # Django writes session data in ASCII, where characters are bytes. Junk
+    # that is not ASCII is measured in characters, the filter's unit too.
+    key = corrupt_session("é" * 10)
+
+    [[raw]] = source().scan()
+
+    assert (raw.key, raw.stored_size) == (key, 10)
+    assert [raw.key for batch in source(bigger_than=9).scan() for raw in batch] == [key]
+    assert list(source(bigger_than=10).scan()) == []
+
+
+def test_a_listed_key_with_a_nul_is_not_found_without_asking() -> None:
+    key = session_via_view(foo="bar")
+    lookup = source()
+
+    with CaptureQueriesContext(connection) as queries:
+        found = [raw.key for batch in lookup.lookup([key, "bad\x00key"]) for raw in batch]
+
+    assert found == [key]
+    assert (lookup.keys_listed, lookup.keys_not_found) == (2, 1)
+    assert len(queries) == 1

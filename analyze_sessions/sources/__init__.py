@@ -10,11 +10,17 @@ from django.contrib.sessions.backends.base import SessionBase
 
 
 class RawSession(NamedTuple):
-    """A session as its store keeps it, before any decoding."""
+    """
+    A session as its store keeps it, before any decoding.
+
+    ``stored_size`` is the size of ``data`` as the store measures it, so that
+    a size filter applied by the store and the sizes reported always agree.
+    """
 
     key: str
     data: str
     expires_at: datetime | None
+    stored_size: int
 
 
 class UnsupportedEngine(Exception):

@@ -39,6 +39,8 @@ class DatabaseSource:
     two queries, to keep load off a production database.
     """
 
+    _fields = ("session_key", "session_data", "expire_date", "stored_size")
+
     def __init__(
         self,
         model: type[Model],
@@ -64,11 +66,7 @@ class DatabaseSource:
 
     def scan(self) -> Iterator[list[RawSession]]:
         """Yield every session that passes the size filter, a batch at a time."""
-        rows = (
-            self._filtered()
-            .order_by("pk")
-            .values_list("pk", "session_key", "session_data", "expire_date")
-        )
+        rows = self._filtered().order_by("pk").values_list("pk", *self._fields)
         last_pk = None
         while True:
             page = rows if last_pk is None else rows.filter(pk__gt=last_pk)
@@ -76,7 +74,7 @@ class DatabaseSource:
             batch = list(page[: self.batch_size])
             if batch:
                 last_pk = batch[-1][0]
-                yield [RawSession(key, data, expires) for _, key, data, expires in batch]
+                yield [RawSession(*row[1:]) for row in batch]
             if len(batch) < self.batch_size:
                 return
 
@@ -89,8 +87,14 @@ class DatabaseSource:
         """
         wanted = sorted(set(keys))
         self.keys_listed += len(wanted)
+        # No store can hold a key with a NUL in it, and PostgreSQL refuses to
+        # be asked for one.
+        impossible = [key for key in wanted if "\x00" in key]
+        if impossible:
+            self.keys_not_found += len(impossible)
+            wanted = [key for key in wanted if "\x00" not in key]
         size = self._keys_per_query()
-        rows = self._filtered().values_list("session_key", "session_data", "expire_date")
+        rows = self._filtered().values_list(*self._fields)
         for start in range(0, len(wanted), size):
             chunk = wanted[start : start + size]
             if self.bigger_than is not None:
@@ -108,12 +112,12 @@ class DatabaseSource:
         return self.model._base_manager.using(self.using)
 
     def _filtered(self) -> QuerySet[Model]:
-        sessions = self._all()
+        # The database measures the stored size, for the filter and the report
+        # alike: Length() is LENGTH() or CHAR_LENGTH(), as each backend spells
+        # it, and counts characters, which for Django's ASCII data are bytes.
+        sessions: QuerySet[Model] = self._all().annotate(stored_size=Length("session_data"))
         if self.bigger_than is not None:
-            # Length() is LENGTH() or CHAR_LENGTH(), as each backend spells it.
-            sessions = sessions.alias(stored_size=Length("session_data")).filter(
-                stored_size__gt=self.bigger_than
-            )
+            sessions = sessions.filter(stored_size__gt=self.bigger_than)
         return sessions
 
     def _keys_per_query(self) -> int:

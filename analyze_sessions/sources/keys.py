@@ -44,6 +44,8 @@ def _collect(lines: Iterable[bytes | str], name: str) -> set[str]:
                     raise KeysFileError(
                         f"Cannot read {name}: line {number} is not UTF-8 text."
                     ) from None
+            if number == 1:
+                line = line.lstrip("\ufeff")  # The byte order mark some editors write.
             key = line.strip()
             if key and not key.startswith("#"):
                 keys.add(key)
