@@ -92,7 +92,8 @@ def render_text(report: Report) -> Iterator[str]:
     Yield the lines of the plain-text report.
 
     The first lines are worded as the 2013 tool worded them, so that scripts
-    reading its output keep working.
+    reading its output keep working: a key line adds to its classic form
+    only after the closing parenthesis.
     """
     yield (f"Processed {report.processed} sessions out of {report.total_sessions} total sessions")
     yield f"Average size was {report.mean_stored_size} bytes"
@@ -100,8 +101,8 @@ def render_text(report: Report) -> Iterator[str]:
     for line in report.keys:
         yield (
             f"    {printable(line.key)} ({line.sessions} times, "
-            f"avg. size {line.mean_bytes} bytes, max {line.max_bytes} bytes, "
-            f"total {line.total_bytes} bytes)"
+            f"avg. size {line.mean_bytes} bytes), max {line.max_bytes} bytes, "
+            f"total {line.total_bytes} bytes"
         )
     yield ""
     yield "Summary:"

@@ -6,7 +6,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from analyze_sessions.decoding import Decoder
 from analyze_sessions.report import Report, render_text
@@ -15,6 +15,10 @@ from analyze_sessions.sources import UnsupportedEngine, session_store_class
 from analyze_sessions.sources.database import DatabaseSource, session_model
 from analyze_sessions.sources.keys import KeysFileError, read_session_keys
 from analyze_sessions.stats import Stats
+
+# Bounds that keep a typo from holding a run, or a database, for ever.
+MAX_BATCH_SIZE = 100_000
+MAX_SLEEP_TIME = 3600.0
 
 
 class Command(BaseCommand):
@@ -46,13 +50,13 @@ class Command(BaseCommand):
             "--batch-size",
             default="1000",
             metavar="N",
-            help="Read at most N sessions per query. Defaults to 1000.",
+            help=f"Read at most N sessions per query, up to {MAX_BATCH_SIZE}. Defaults to 1000.",
         )
         parser.add_argument(
             "--sleep-time",
             default="0",
             metavar="SECONDS",
-            help="Pause this many seconds between two queries. Defaults to 0.",
+            help="Pause this many seconds between two queries, up to an hour. Defaults to 0.",
         )
         parser.add_argument(
             "--database",
@@ -80,8 +84,8 @@ class Command(BaseCommand):
                 session_model(settings.SESSION_ENGINE, store_class),
                 using=database,
                 bigger_than=None if bigger_than is None else parse_size(bigger_than),
-                batch_size=positive_int("--batch-size", batch_size),
-                sleep_time=non_negative_float("--sleep-time", sleep_time),
+                batch_size=whole_number("--batch-size", batch_size, highest=MAX_BATCH_SIZE),
+                sleep_time=seconds("--sleep-time", sleep_time, highest=MAX_SLEEP_TIME),
             )
             keys = None if ids_from is None else read_session_keys(ids_from, stdin)
         except (InvalidSize, UnsupportedEngine, KeysFileError) as error:
@@ -89,10 +93,15 @@ class Command(BaseCommand):
 
         decoder = Decoder(store_class)
         stats = Stats()
-        total_sessions = source.total_sessions()
-        for batch in source.scan() if keys is None else source.lookup(keys):
-            for raw in batch:
-                stats.add(decoder.decode(raw))
+        try:
+            total_sessions = source.total_sessions()
+            for batch in source.scan() if keys is None else source.lookup(keys):
+                for raw in batch:
+                    stats.add(decoder.decode(raw))
+        except DatabaseError as error:
+            raise CommandError(
+                f"Cannot read sessions from the '{database}' database: {first_line(error)}."
+            ) from error
 
         report = Report.from_stats(
             stats,
@@ -104,21 +113,29 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
 
-def positive_int(option: str, value: str | int) -> int:
+def first_line(error: Exception) -> str:
+    """The first line of a driver's message, which may run to several."""
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(error).__name__
+
+
+def whole_number(option: str, value: str | int, *, highest: int) -> int:
     try:
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        raise CommandError(f"{option} must be a whole number of 1 or more, not '{value}'.")
+    if not 1 <= number <= highest:
+        raise CommandError(f"{option} must be a whole number from 1 to {highest}, not '{value}'.")
     return number
 
 
-def non_negative_float(option: str, value: str | float) -> float:
+def seconds(option: str, value: str | float, *, highest: float) -> float:
     try:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not 0 <= number < float("inf"):
-        raise CommandError(f"{option} must be a number of seconds, 0 or more, not '{value}'.")
+    if not 0 <= number <= highest:  # Also false for NaN.
+        raise CommandError(
+            f"{option} must be a number of seconds from 0 to {highest:g}, not '{value}'."
+        )
     return number
