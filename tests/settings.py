@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 SECRET_KEY = "analyze-sessions-tests"
 # Sessions signed with this key still decode; see test_decoding.py.
@@ -38,18 +39,55 @@ TEMPLATES = [
     }
 ]
 
-# The test database is a file, so that a django-admin process started by a
-# test reads the rows the test wrote (ANALYZE_SESSIONS_DB_NAME points it there).
-_TEST_DB = os.path.join(tempfile.gettempdir(), f"analyze-sessions-tests-{os.getpid()}.sqlite3")
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("ANALYZE_SESSIONS_DB_NAME", _TEST_DB),
-        "TEST": {"NAME": _TEST_DB},
-    },
-    "replica": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.path.join(tempfile.gettempdir(), "analyze-sessions-replica.sqlite3"),
-    },
-}
+# ANALYZE_SESSIONS_DB picks the backend: sqlite (the default), postgres or
+# mysql. For the last two, conftest.py starts a throwaway server and sets
+# the ANALYZE_SESSIONS_DB_* variables that say where it is.
+BACKEND = os.environ.get("ANALYZE_SESSIONS_DB", "sqlite")
+DATABASES: dict[str, dict[str, Any]]
+
+if BACKEND == "sqlite":
+    # The test database is a file, so that a django-admin process started by
+    # a test reads the rows the test wrote (ANALYZE_SESSIONS_DB_NAME points it
+    # there).
+    _TEST_DB = os.path.join(tempfile.gettempdir(), f"analyze-sessions-tests-{os.getpid()}.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("ANALYZE_SESSIONS_DB_NAME", _TEST_DB),
+            "TEST": {"NAME": _TEST_DB},
+        },
+        "replica": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get(
+                "ANALYZE_SESSIONS_REPLICA_NAME",
+                os.path.join(tempfile.gettempdir(), "analyze-sessions-replica.sqlite3"),
+            ),
+        },
+    }
+else:
+    _SERVER = {
+        "ENGINE": {
+            "postgres": "django.db.backends.postgresql",
+            "mysql": "django.db.backends.mysql",
+        }[BACKEND],
+        "HOST": os.environ.get("ANALYZE_SESSIONS_DB_HOST", ""),
+        "PORT": os.environ.get("ANALYZE_SESSIONS_DB_PORT", ""),
+        "USER": os.environ.get("ANALYZE_SESSIONS_DB_USER", ""),
+    }
+    _TEST = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"} if BACKEND == "mysql" else {}
+    DATABASES = {
+        "default": {
+            **_SERVER,
+            "NAME": os.environ.get("ANALYZE_SESSIONS_DB_NAME", "analyze_sessions"),
+            "TEST": {"NAME": "test_analyze_sessions", **_TEST},
+        },
+        "replica": {
+            **_SERVER,
+            "NAME": os.environ.get("ANALYZE_SESSIONS_REPLICA_NAME", "analyze_sessions_replica"),
+            "TEST": {"NAME": "test_analyze_sessions_replica", **_TEST},
+        },
+    }
+    if BACKEND == "mysql":
+        for _database in DATABASES.values():
+            _database["OPTIONS"] = {"charset": "utf8mb4"}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

@@ -1,0 +1,49 @@
+"""Start the database server the run asks for, or say why it cannot."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tests import servers
+
+_UNAVAILABLE = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    backend = os.environ.get("ANALYZE_SESSIONS_DB", "sqlite")
+    if backend == "sqlite":
+        return
+    try:
+        server = servers.start(backend)
+    except servers.Unavailable as error:
+        if os.environ.get("CI") == "true":
+            raise pytest.UsageError(str(error)) from None
+        config.stash[_UNAVAILABLE] = str(error)
+        return
+    config.add_cleanup(server.stop)
+    databases: dict[str, dict[str, Any]] = settings.DATABASES
+    for name, value in server.settings.items():
+        # For django-admin processes that tests start.
+        os.environ[f"ANALYZE_SESSIONS_DB_{name}"] = value
+        for database in databases.values():
+            database[name] = value
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    backend = os.environ.get("ANALYZE_SESSIONS_DB", "sqlite")
+    unavailable = config.stash.get(_UNAVAILABLE, None)
+    return f"database: {backend}" + (f" (unavailable: {unavailable})" if unavailable else "")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unavailable = config.stash.get(_UNAVAILABLE, None)
+    if unavailable is None:
+        return
+    skip = pytest.mark.skip(reason=unavailable)
+    for item in items:
+        if item.get_closest_marker("django_db"):
+            item.add_marker(skip)
