@@ -146,6 +146,25 @@ def test_undecodable_sessions_are_counted_by_reason() -> None:
     )
 
 
+def test_a_row_of_non_ascii_junk_counts_its_characters() -> None:
+    # Django writes session data in ASCII; this junk is measured in
+    # characters, on every backend, and cannot be decoded.
+    corrupt_session("日本語のデータ")
+
+    assert run_command("--bigger-than=6") == (
+        "Processed 1 sessions out of 1 total sessions\n"
+        "Average size was 7.00 bytes\n"
+        "Saw the following keys:\n"
+        "\n"
+        "Summary:\n"
+        "    Stored size: 7 bytes in all\n"
+        "    Undecodable sessions: 1, 7 bytes (bad signature: 1)\n",
+        "",
+        0,
+    )
+    assert run_command("--bigger-than=7")[0].startswith("Processed 0 sessions out of 1 total")
+
+
 def test_ids_from_a_file(two_sessions: tuple[str, str], tmp_path: Path) -> None:
     first, second = two_sessions
     session_via_view(foo="not listed")
@@ -331,6 +350,20 @@ def test_only_selects_and_nothing_changes(two_sessions: tuple[str, str], tmp_pat
     assert list(Session.objects.order_by("pk").values_list()) == before
 
 
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_queries_are_selects_one_per_batch(batch_size: int) -> None:
+    for n in range(23):
+        session_via_view(n=str(n))
+
+    with CaptureQueriesContext(connection) as queries:
+        out, _, _ = run_command(f"--batch-size={batch_size}")
+
+    assert out.startswith("Processed 23 sessions out of 23 total sessions\n")
+    # A count, then full pages, then the short (or empty) page that ends.
+    assert len(queries) == 1 + 23 // batch_size + 1
+    assert all(query["sql"].startswith("SELECT ") for query in queries)
+
+
 def test_no_value_and_no_full_key_is_shown(tmp_path: Path) -> None:
     keys = [
         session_via_view(secret="SENTINEL-VALUE-41", token="SENTINEL-VALUE-42"),
@@ -390,7 +423,9 @@ def test_the_hyphenated_name_runs_the_same_command(two_sessions: tuple[str, str]
     assert hyphenated.getvalue().startswith("Processed 1 sessions out of 2 total sessions\n")
 
 
-def django_admin(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def django_admin(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a real ``django-admin`` process against the test database."""
     executable = Path(sys.executable).with_name("django-admin")
     env = {
@@ -398,6 +433,7 @@ def django_admin(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
         "ANALYZE_SESSIONS_DB_NAME": connection.settings_dict["NAME"],
+        **(env or {}),
     }
     return subprocess.run(
         [str(executable), *args], input=stdin, capture_output=True, text=True, env=env
@@ -444,3 +480,25 @@ def test_django_admin_bad_input_exits_non_zero_without_a_traceback() -> None:
         "optional unit, for example 15000, 15KB, 15KiB, 1.5MB or 2M.\n",
         1,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_admin_reads_one_database_while_another_is_down() -> None:
+    session_via_view(foo="bar")
+    unreachable = "/nonexistent/replica.sqlite3" if connection.vendor == "sqlite" else "gone"
+
+    result = django_admin("analyze-sessions", env={"ANALYZE_SESSIONS_REPLICA_NAME": unreachable})
+    on_replica = django_admin(
+        "analyze-sessions", "--database=replica", env={"ANALYZE_SESSIONS_REPLICA_NAME": unreachable}
+    )
+
+    assert (result.stdout.splitlines()[0], result.stderr, result.returncode) == (
+        "Processed 1 sessions out of 1 total sessions",
+        "",
+        0,
+    )
+    assert (on_replica.stdout, on_replica.returncode) == ("", 1)
+    assert on_replica.stderr.startswith(
+        "CommandError: Cannot read sessions from the 'replica' database: "
+    )
+    assert on_replica.stderr.count("\n") == 1

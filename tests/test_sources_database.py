@@ -169,3 +169,32 @@ def test_a_listed_key_with_a_nul_is_not_found_without_asking() -> None:
     assert found == [key]
     assert (lookup.keys_listed, lookup.keys_not_found) == (2, 1)
     assert len(queries) == 1
+
+
+def test_the_database_filter_selects_what_counting_in_python_selects() -> None:
+    for size in (14_998, 14_999, 15_000, 15_002, 15_003, 15_359, 15_360, 15_362):
+        session_of_size(size)
+    for size in (15_001, 15_361):  # Sizes no real session can have.
+        corrupt_session("j" * size)
+    stored = dict(Session.objects.values_list("session_key", "session_data"))
+
+    for threshold in range(14_997, 15_004):
+        for threshold_ in (threshold, threshold + 360):
+            selected = {raw.key for batch in source(bigger_than=threshold_).scan() for raw in batch}
+            by_python = {key for key, data in stored.items() if len(data) > threshold_}
+            assert selected == by_python, threshold_
+
+
+def test_lookup_of_a_hundred_thousand_keys() -> None:
+    keys = make_sessions(3)
+    wanted = [*keys, *(f"absent{n:026d}" for n in range(99_997))]
+    lookup = source()
+
+    with CaptureQueriesContext(connection) as queries:
+        found = {raw.key for batch in lookup.lookup(wanted) for raw in batch}
+
+    assert found == keys
+    assert (lookup.keys_listed, lookup.keys_not_found) == (100_000, 99_997)
+    # At most --batch-size keys a query, and fewer than the backend allows.
+    per_query = min(1000, (connection.features.max_query_params or 1001) - 1)
+    assert len(queries) == -(-100_000 // per_query)
