@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,37 +44,50 @@ class Decoder:
     for any session it cannot read, the decoder says why it could not.
     """
 
-    def __init__(self, store_class: type[SessionBase]) -> None:
+    def __init__(
+        self,
+        store_class: type[SessionBase],
+        expiry: Callable[[RawSession, dict[Any, Any]], datetime | None] | None = None,
+    ) -> None:
         self._store = store_class()
         self._serializer = self._store.serializer()
         self._empty_payload_size = len(self._serializer.dumps({}))
         self._signer = signing.TimestampSigner(salt=self._store.key_salt)
         self._engine_decodes = store_class.decode is not SessionBase.decode
+        # Where the store's own record of the expiry is not the whole story.
+        self._expiry = expiry
 
     def decode(self, raw: RawSession) -> DecodedSession:
         """Decode ``raw``; never raises, whatever its data holds."""
-        payload_size: int | None
-        try:
-            session, payload_size = self._unsign_and_load(raw.data)
-        except _Undecodable as undecodable:
-            # An engine that decodes its own way may read what Django's way
-            # cannot. If it too returns nothing, Django's reason is the one
-            # to report: such engines return {} for data they cannot read.
-            session = self._decode_with_engine(raw.data) if self._engine_decodes else {}
-            if not session:
-                return self._undecodable(raw, undecodable.reason)
-            payload_size = None  # The engine's payload is not the serializer's.
+        payload_size: int | None = None  # Unless it is measured on the way.
+        if not isinstance(raw.data, str):
+            # Caches keep the session dict itself.
+            if not isinstance(raw.data, dict):
+                return self._undecodable(raw, BAD_PAYLOAD)
+            session = raw.data
+        else:
+            try:
+                session, payload_size = self._unsign_and_load(raw.data)
+            except _Undecodable as undecodable:
+                # An engine that decodes its own way may read what Django's
+                # way cannot. If it too returns nothing, Django's reason is
+                # the one to report: such engines return {} for data they
+                # cannot read.
+                session = self._decode_with_engine(raw.data) if self._engine_decodes else {}
+                if not session:
+                    return self._undecodable(raw, undecodable.reason)
         try:
             entries = {str(key): self.entry_size(key, value) for key, value in session.items()}
             if payload_size is None:
                 payload_size = len(self._serializer.dumps(session))
+            expires_at = raw.expires_at if self._expiry is None else self._expiry(raw, session)
         except Exception:  # Values the configured serializer cannot write.
             return self._undecodable(raw, BAD_PAYLOAD)
         return DecodedSession(
             raw.stored_size,
             payload_size=payload_size,
             entries=entries,
-            expires_at=raw.expires_at,
+            expires_at=expires_at,
         )
 
     def entry_size(self, key: Any, value: Any) -> int:

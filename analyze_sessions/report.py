@@ -38,7 +38,7 @@ class KeyLine:
 class Report:
     """Everything a renderer shows, with no session value in it."""
 
-    total_sessions: int
+    total_sessions: int | None  # None where the store cannot count them.
     processed: int
     stored_bytes: int
     keys: tuple[KeyLine, ...]
@@ -52,7 +52,7 @@ class Report:
         cls,
         stats: Stats,
         *,
-        total_sessions: int,
+        total_sessions: int | None,
         keys_listed: int | None = None,
         keys_not_found: int | None = None,
     ) -> Report:
@@ -95,7 +95,11 @@ def render_text(report: Report) -> Iterator[str]:
     reading its output keep working: a key line adds to its classic form
     only after the closing parenthesis.
     """
-    yield (f"Processed {report.processed} sessions out of {report.total_sessions} total sessions")
+    if report.total_sessions is None:
+        total = "an unknown number of total sessions (the store cannot count them)"
+    else:
+        total = f"{report.total_sessions} total sessions"
+    yield f"Processed {report.processed} sessions out of {total}"
     yield f"Average size was {report.mean_stored_size} bytes"
     yield "Saw the following keys:"
     for line in report.keys:

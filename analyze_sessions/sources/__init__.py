@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from importlib import import_module
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from django.contrib.sessions.backends.base import SessionBase
+from django.contrib.sessions.backends import cache as cache_engine
+from django.contrib.sessions.backends import file as file_engine
+from django.contrib.sessions.backends import signed_cookies
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
+from django.db import DEFAULT_DB_ALIAS
 
 
 class RawSession(NamedTuple):
     """
     A session as its store keeps it, before any decoding.
 
-    ``stored_size`` is the size of ``data`` as the store measures it, so that
-    a size filter applied by the store and the sizes reported always agree.
+    ``data`` is the encoded string that database and file stores keep, or
+    the value itself that a cache keeps (the session dict, unsigned).
+    ``stored_size`` is the size of what the store holds as the store
+    measures it, so that a size filter applied by the store and the sizes
+    reported always agree.
     """
 
     key: str
-    data: str
+    data: Any
     expires_at: datetime | None
     stored_size: int
 
 
+def valid_key(key: str) -> bool:
+    """Whether ``key`` is made of the characters Django makes session keys of."""
+    return bool(key) and set(key) <= _VALID_KEY_CHARS
+
+
+_VALID_KEY_CHARS = frozenset(VALID_KEY_CHARS)
+
+
 class UnsupportedEngine(Exception):
     """The configured session engine cannot be scanned; the message says why."""
+
+
+class SourceError(Exception):
+    """The store could not be read; the message says which and why."""
+
+
+def first_line(error: Exception) -> str:
+    """The first line of a library's error message, which may run to several."""
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(error).__name__
 
 
 def session_store_class(engine: str) -> type[SessionBase]:
@@ -34,3 +60,64 @@ def session_store_class(engine: str) -> type[SessionBase]:
     except (ImportError, AttributeError) as error:
         raise UnsupportedEngine(f"Cannot load session engine '{engine}': {error}.") from error
     return store_class
+
+
+def open_source(
+    engine: str,
+    store_class: type[SessionBase],
+    *,
+    scanning: bool,
+    model_label: str | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+    bigger_than: int | None = None,
+    batch_size: int = 1000,
+    sleep_time: float = 0.0,
+) -> Source:
+    """
+    Return the source of the sessions that ``engine`` keeps.
+
+    ``scanning`` says whether every session is to be read (rather than
+    listed ones), which some stores cannot do.
+    """
+    # Each module imports this one, for RawSession.
+    from analyze_sessions.sources.cache import cache_source
+    from analyze_sessions.sources.database import DatabaseSource, named_model, session_model
+    from analyze_sessions.sources.files import FileSource
+
+    options: dict[str, Any] = {
+        "bigger_than": bigger_than,
+        "batch_size": batch_size,
+        "sleep_time": sleep_time,
+    }
+    model = named_model(model_label) if model_label else session_model(engine, store_class)
+    if model is not None:
+        return DatabaseSource(model, using=using, **options)
+    if issubclass(store_class, signed_cookies.SessionStore):
+        raise UnsupportedEngine(
+            f"Session engine '{engine}' keeps sessions in the browser's cookies: "
+            f"nothing is stored on the server to analyze."
+        )
+    if issubclass(store_class, file_engine.SessionStore):
+        return FileSource(store_class, **options)
+    if issubclass(store_class, cache_engine.SessionStore):
+        return cache_source(store_class, scanning=scanning, **options)
+    raise UnsupportedEngine(
+        f"Session engine '{engine}' keeps sessions where they cannot be found: "
+        f"if it keeps them in a model, name it with --model app_label.ModelName."
+    )
+
+
+class Source(Protocol):
+    """What the command reads sessions from, whatever the store."""
+
+    keys_listed: int
+    keys_not_found: int
+
+    def total_sessions(self) -> int | None:
+        """How many sessions the store holds; None if it cannot count them."""
+
+    def scan(self) -> Iterator[list[RawSession]]:
+        """Every session that passes the filters, a batch at a time."""
+
+    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
+        """The listed sessions that pass the filters, a batch at a time."""

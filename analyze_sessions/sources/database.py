@@ -3,31 +3,77 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from importlib import import_module
+from typing import Any, TypeVar
 
+from django.apps import apps
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Length
 
-from analyze_sessions.sources import RawSession, UnsupportedEngine
+from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine, first_line
+
+T = TypeVar("T")
 
 # Keeps an IN list under every backend's limit on query parameters, including
 # PostgreSQL's 65,535 when a large --batch-size is asked for.
 MAX_KEYS_PER_QUERY = 10_000
 
 
-def session_model(engine: str, store_class: type[SessionBase]) -> type[Model]:
-    """Return the model that the session engine ``engine`` keeps sessions in."""
+SESSION_FIELDS = ("session_key", "session_data", "expire_date")
+
+
+def session_model(engine: str, store_class: type[SessionBase]) -> type[Model] | None:
+    """
+    Return the model that the session engine ``engine`` keeps sessions in,
+    or None if it keeps them elsewhere.
+
+    That is the model its ``SessionStore.get_model_class()`` returns, or else
+    the one model with the session fields that its module uses, as
+    third-party engines written without ``get_model_class()`` do.
+    """
     get_model_class = getattr(store_class, "get_model_class", None)
-    if get_model_class is None:
+    if get_model_class is not None:
+        model: type[Model] = get_model_class()
+        return model
+    candidates = {
+        value
+        for value in vars(import_module(engine)).values()
+        if isinstance(value, type)
+        and issubclass(value, Model)
+        and not value._meta.abstract
+        and _has_session_fields(value)
+    }
+    if len(candidates) > 1:
+        names = ", ".join(sorted(model._meta.label for model in candidates))
         raise UnsupportedEngine(
-            f"Session engine '{engine}' is not supported yet: only engines that "
-            f"keep sessions in a database model (db, cached_db, or a custom "
-            f"store with get_model_class()) can be analyzed."
+            f"Session engine '{engine}' uses several models that could hold its "
+            f"sessions ({names}): name one with --model."
         )
-    model: type[Model] = get_model_class()
+    return candidates.pop() if candidates else None
+
+
+def named_model(label: str) -> type[Model]:
+    """Return the model ``app_label.ModelName``, if it can hold sessions."""
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError) as error:
+        raise UnsupportedEngine(
+            f"Cannot find the model '{label}': {str(error).rstrip('.')}."
+        ) from error
+    if not _has_session_fields(model):
+        raise UnsupportedEngine(
+            f"The model '{label}' cannot hold sessions: it needs the fields "
+            f"{', '.join(SESSION_FIELDS)}."
+        )
     return model
+
+
+def _has_session_fields(model: type[Model]) -> bool:
+    names = {field.name for field in model._meta.get_fields()}
+    return names.issuperset(SESSION_FIELDS)
 
 
 class DatabaseSource:
@@ -61,8 +107,7 @@ class DatabaseSource:
 
     def total_sessions(self) -> int:
         """Count every session in the store, whatever the filters."""
-        self._before_query()
-        return self._all().count()
+        return self._run(self._all().count)
 
     def scan(self) -> Iterator[list[RawSession]]:
         """Yield every session that passes the size filter, a batch at a time."""
@@ -70,8 +115,7 @@ class DatabaseSource:
         last_pk = None
         while True:
             page = rows if last_pk is None else rows.filter(pk__gt=last_pk)
-            self._before_query()
-            batch = list(page[: self.batch_size])
+            batch: list[tuple[Any, ...]] = self._run(list, page[: self.batch_size])
             if batch:
                 last_pk = batch[-1][0]
                 yield [RawSession(*row[1:]) for row in batch]
@@ -98,10 +142,9 @@ class DatabaseSource:
         for start in range(0, len(wanted), size):
             chunk = wanted[start : start + size]
             if self.bigger_than is not None:
-                self._before_query()
-                found = self._all().filter(session_key__in=chunk).count()
-            self._before_query()
-            batch = [RawSession(*row) for row in rows.filter(session_key__in=chunk)]
+                found = self._run(self._all().filter(session_key__in=chunk).count)
+            found_rows: list[tuple[Any, ...]] = self._run(list, rows.filter(session_key__in=chunk))
+            batch = [RawSession(*row) for row in found_rows]
             if self.bigger_than is None:
                 found = len(batch)
             self.keys_not_found += len(chunk) - found
@@ -125,7 +168,14 @@ class DatabaseSource:
         # Leave room for the size filter's parameter.
         return max(1, min(self.batch_size, limit - 1, MAX_KEYS_PER_QUERY))
 
-    def _before_query(self) -> None:
+    def _run(self, query: Callable[..., T], *args: Any) -> T:
+        """Run ``query``, after a pause if it is not the first."""
         if self._queried and self.sleep_time:
             time.sleep(self.sleep_time)
         self._queried = True
+        try:
+            return query(*args)
+        except DatabaseError as error:
+            raise SourceError(
+                f"Cannot read sessions from the '{self.using}' database: {first_line(error)}."
+            ) from error

@@ -6,13 +6,17 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from analyze_sessions.decoding import Decoder
 from analyze_sessions.report import Report, render_text
 from analyze_sessions.sizes import InvalidSize, parse_size
-from analyze_sessions.sources import UnsupportedEngine, session_store_class
-from analyze_sessions.sources.database import DatabaseSource, session_model
+from analyze_sessions.sources import (
+    SourceError,
+    UnsupportedEngine,
+    open_source,
+    session_store_class,
+)
 from analyze_sessions.sources.keys import KeysFileError, read_session_keys
 from analyze_sessions.stats import Stats
 
@@ -50,6 +54,14 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--model",
+            metavar="APP_LABEL.MODEL",
+            help=(
+                "Read sessions from this model, for session engines that keep "
+                "them in a model of their own without saying which."
+            ),
+        )
+        parser.add_argument(
             "--batch-size",
             default="1000",
             metavar="N",
@@ -75,16 +87,21 @@ class Command(BaseCommand):
         *args: Any,
         bigger_than: str | None,
         ids_from: str | None,
+        model: str | None,
         batch_size: str | int,
         sleep_time: str | float,
         database: str,
         **options: Any,
     ) -> None:
         stdin: IO[Any] = options.get("stdin") or sys.stdin
+        engine = settings.SESSION_ENGINE
         try:
-            store_class = session_store_class(settings.SESSION_ENGINE)
-            source = DatabaseSource(
-                session_model(settings.SESSION_ENGINE, store_class),
+            store_class = session_store_class(engine)
+            source = open_source(
+                engine,
+                store_class,
+                scanning=ids_from is None,
+                model_label=model,
                 using=database,
                 bigger_than=None if bigger_than is None else parse_size(bigger_than),
                 batch_size=whole_number("--batch-size", batch_size, highest=MAX_BATCH_SIZE),
@@ -94,17 +111,15 @@ class Command(BaseCommand):
         except (InvalidSize, UnsupportedEngine, KeysFileError) as error:
             raise CommandError(str(error)) from error
 
-        decoder = Decoder(store_class)
+        decoder = Decoder(store_class, expiry=getattr(source, "expiry", None))
         stats = Stats()
         try:
-            total_sessions = source.total_sessions()
             for batch in source.scan() if keys is None else source.lookup(keys):
                 for raw in batch:
                     stats.add(decoder.decode(raw))
-        except DatabaseError as error:
-            raise CommandError(
-                f"Cannot read sessions from the '{database}' database: {first_line(error)}."
-            ) from error
+            total_sessions = source.total_sessions()
+        except SourceError as error:
+            raise CommandError(str(error)) from error
 
         report = Report.from_stats(
             stats,
@@ -114,12 +129,6 @@ class Command(BaseCommand):
         )
         for line in render_text(report):
             self.stdout.write(line)
-
-
-def first_line(error: Exception) -> str:
-    """The first line of a driver's message, which may run to several."""
-    lines = str(error).strip().splitlines()
-    return lines[0].rstrip(".") if lines else type(error).__name__
 
 
 def whole_number(option: str, value: str | int, *, highest: int) -> int:

@@ -1,0 +1,141 @@
+"""Sessions kept in files by Django's ``file`` engine."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from django.conf import settings
+from django.contrib.sessions.backends.file import SessionStore as FileSessionStore
+from django.core.exceptions import ImproperlyConfigured
+
+from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine, valid_key
+
+
+class FileSource:
+    """
+    Read the session files in the engine's directory, never changing one.
+
+    A session file is named with the session cookie's name and then the
+    session key, as the engine names them; other files are ignored, and a
+    file that vanishes while the scan runs is skipped. The stored size is
+    the file's size. ``sleep_time`` seconds pass between two batches.
+    """
+
+    def __init__(
+        self,
+        store_class: type[FileSessionStore],
+        *,
+        bigger_than: int | None = None,
+        batch_size: int = 1000,
+        sleep_time: float = 0.0,
+    ) -> None:
+        try:
+            self.directory: str = store_class._get_storage_path()  # type: ignore[attr-defined]
+        except ImproperlyConfigured as error:
+            raise UnsupportedEngine(str(error)) from error
+        self.prefix = settings.SESSION_COOKIE_NAME
+        self.cookie_age = timedelta(seconds=settings.SESSION_COOKIE_AGE)
+        self.bigger_than = bigger_than
+        self.batch_size = batch_size
+        self.sleep_time = sleep_time
+        self.keys_listed = 0
+        self.keys_not_found = 0
+        self._sessions_seen: int | None = None
+        self._batches = 0
+
+    def total_sessions(self) -> int:
+        """Count the session files; after a scan, the ones it saw."""
+        if self._sessions_seen is None:
+            self._sessions_seen = sum(1 for _ in self._session_files())
+        return self._sessions_seen
+
+    def scan(self) -> Iterator[list[RawSession]]:
+        self._sessions_seen = 0
+        paths: list[tuple[str, str]] = []
+        for key, path in self._session_files():
+            self._sessions_seen += 1
+            paths.append((key, path))
+            if len(paths) == self.batch_size:
+                yield self._read(paths)[0]
+                paths = []
+        if paths:
+            yield self._read(paths)[0]
+
+    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
+        wanted = sorted(set(keys))
+        self.keys_listed += len(wanted)
+        for start in range(0, len(wanted), self.batch_size):
+            chunk = wanted[start : start + self.batch_size]
+            # Only a valid key names a file: no path can be smuggled in.
+            paths = [
+                (key, os.path.join(self.directory, self.prefix + key))
+                for key in chunk
+                if valid_key(key)
+            ]
+            batch, missing = self._read(paths)
+            self.keys_not_found += len(chunk) - len(paths) + missing
+            if batch:
+                yield batch
+
+    def expiry(self, raw: RawSession, session: dict[str, Any]) -> datetime | None:
+        """When the session expires, judged as Django's file engine judges it."""
+        expiry = session.get("_session_expiry")
+        if not expiry:
+            return raw.expires_at
+        if isinstance(expiry, str):
+            try:
+                expiry = datetime.fromisoformat(expiry)
+            except ValueError:
+                return raw.expires_at
+        if isinstance(expiry, datetime):
+            return expiry
+        # A number of seconds counts from each load, so the engine never
+        # finds such a session expired.
+        return None
+
+    def _session_files(self) -> Iterator[tuple[str, str]]:
+        try:
+            entries = os.scandir(self.directory)
+        except OSError as error:
+            raise SourceError(
+                f"Cannot list the session directory '{self.directory}': {error.strerror}."
+            ) from error
+        with entries:
+            for entry in entries:
+                key = entry.name[len(self.prefix) :]
+                if (
+                    entry.name.startswith(self.prefix)
+                    and valid_key(key)
+                    and entry.is_file(follow_symlinks=False)
+                ):
+                    yield key, entry.path
+
+    def _read(self, paths: list[tuple[str, str]]) -> tuple[list[RawSession], int]:
+        """The sessions in ``paths`` that pass the size filter, and how many are gone."""
+        if self._batches and self.sleep_time:
+            time.sleep(self.sleep_time)
+        self._batches += 1
+        batch, missing = [], 0
+        for key, path in paths:
+            try:
+                status = os.stat(path)
+                if self.bigger_than is not None and status.st_size <= self.bigger_than:
+                    continue
+                with open(path, "rb") as session_file:
+                    data = session_file.read()
+            except FileNotFoundError:
+                missing += 1  # Never there, or gone since it was listed.
+                continue
+            except OSError as error:
+                raise SourceError(
+                    f"Cannot read session file '{path}': {error.strerror}."
+                ) from error
+            modified = datetime.fromtimestamp(status.st_mtime, tz=timezone.utc)
+            # Django writes ASCII; anything else is junk, kept as junk.
+            text = data.decode("ascii", errors="replace")
+            batch.append(RawSession(key, text, modified + self.cookie_age, len(data)))
+        return batch, missing
