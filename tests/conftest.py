@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,3 +48,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("django_db"):
             item.add_marker(skip)
+
+
+def _service(request: pytest.FixtureRequest, start: Callable[[], servers.Server]) -> str:
+    try:
+        server = start()
+    except servers.Unavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    request.addfinalizer(server.stop)
+    return server.settings["LOCATION"]
+
+
+@pytest.fixture(scope="session")
+def redis_location(request: pytest.FixtureRequest) -> str:
+    """Where a Redis server started for this run listens."""
+    return _service(request, servers.start_redis)
+
+
+@pytest.fixture(scope="session")
+def memcached_location(request: pytest.FixtureRequest) -> str:
+    """Where a memcached server started for this run listens."""
+    return _service(request, servers.start_memcached)

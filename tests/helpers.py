@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import string
 from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from io import StringIO
 from typing import Any
 
@@ -84,3 +85,32 @@ def corrupt_session(data: str, using: str = "default") -> str:
         session_key=key, session_data=data, expire_date=timezone.now() + timedelta(days=1)
     )
     return key
+
+
+def two_sessions() -> tuple[str, str]:
+    """Make two sessions through the store view; see two_sessions_report()."""
+    return session_via_view(foo="bar"), session_via_view(foo="bazbaz", n="1")
+
+
+def two_sessions_report(sizes: tuple[int, int], processed_line: str) -> str:
+    """
+    The report of two_sessions() whose stored sizes are ``sizes``.
+
+    Entry sizes by hand: "foo":"bar" is 11 bytes, "foo":"bazbaz" 14, "n":"1" 7.
+    """
+    total = sum(sizes)
+    mean = (Decimal(total) / 2).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    stored = f"    Stored size: {total} bytes in all"
+    if total >= 1024:
+        stored += f" ({total / 1024:.1f} KiB)"
+    return (
+        f"{processed_line}\n"
+        f"Average size was {mean} bytes\n"
+        "Saw the following keys:\n"
+        "    foo (2 times, avg. size 12.50 bytes), max 14 bytes, total 25 bytes\n"
+        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes\n"
+        "\n"
+        "Summary:\n"
+        f"{stored}\n"
+        "    Undecodable sessions: 0\n"
+    )

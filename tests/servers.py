@@ -42,6 +42,51 @@ def start(backend: str) -> Server:
     raise Unavailable(f"Unknown database '{backend}': use sqlite, postgres or mysql.")
 
 
+def start_redis() -> Server:
+    program = _which("redis-server", extra=("/usr/sbin",))
+    if program is None:
+        raise Unavailable(
+            "Redis is not installed (redis-server): install it with 'apt-get install redis-server'."
+        )
+    base = Path(tempfile.mkdtemp(prefix="analyze-sessions-redis-"))
+    port = free_port()
+    # Nothing is saved to disk: the data lives as long as the test run.
+    command = [program, "--bind", HOST, "--port", str(port), "--dir", str(base)]
+    command += ["--save", "", "--appendonly", "no", "--logfile", str(base / "server.log")]
+    return _start_daemon(command, base, port, {"LOCATION": f"redis://{HOST}:{port}/0"})
+
+
+def start_memcached() -> Server:
+    program = _which("memcached", extra=("/usr/bin", "/usr/sbin"))
+    if program is None:
+        raise Unavailable(
+            "memcached is not installed: install it with 'apt-get install memcached'."
+        )
+    base = Path(tempfile.mkdtemp(prefix="analyze-sessions-memcached-"))
+    port = free_port()
+    # memcached runs as root only when told which user to be.
+    as_user = ["-u", "root"] if os.geteuid() == 0 else []
+    command = [program, "-l", HOST, "-p", str(port), "-U", "0", *as_user]
+    return _start_daemon(command, base, port, {"LOCATION": f"{HOST}:{port}"})
+
+
+def _start_daemon(command: list[str], base: Path, port: int, settings: dict[str, str]) -> Server:
+    executor = TCPExecutor(command, host=HOST, port=port, timeout=60)
+    try:
+        executor.start()
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+
+    def stop() -> None:
+        try:
+            executor.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+    return Server(settings, stop)
+
+
 def start_postgresql() -> Server:
     bindir = _postgresql_bindir()
     # PostgreSQL refuses to run as root; the package's own user runs it then.
@@ -57,7 +102,7 @@ def start_postgresql() -> Server:
             ) from None
         os.chown(base, postgres.pw_uid, postgres.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", _free_port()
+    data, port = base / "data", free_port()
 
     def pg_ctl(*args: str) -> None:
         _run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), *args])
@@ -102,7 +147,7 @@ def start_mariadb() -> Server:
             "suite on SQLite with ANALYZE_SESSIONS_DB=sqlite."
         )
     base = Path(tempfile.mkdtemp(prefix="analyze-sessions-mariadb-"))
-    data, port = base / "data", _free_port()
+    data, port = base / "data", free_port()
     # MariaDB runs as root only when told to, which tests on a throwaway
     # directory may do.
     as_user = ["--user=root"] if os.geteuid() == 0 else []
@@ -117,36 +162,23 @@ def start_mariadb() -> Server:
                 *as_user,
             ]
         )
-        executor = TCPExecutor(
-            [
-                server,
-                "--no-defaults",
-                f"--datadir={data}",
-                f"--socket={base / 'mariadb.sock'}",
-                f"--pid-file={base / 'mariadb.pid'}",
-                f"--log-error={base / 'server.log'}",
-                f"--bind-address={HOST}",
-                f"--port={port}",
-                "--innodb-flush-log-at-trx-commit=0",
-                "--skip-log-bin",
-                *as_user,
-            ],
-            host=HOST,
-            port=port,
-            timeout=60,
-        )
-        executor.start()
     except BaseException:
         shutil.rmtree(base, ignore_errors=True)
         raise
-
-    def stop() -> None:
-        try:
-            executor.stop()
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-
-    return Server({"HOST": HOST, "PORT": str(port), "USER": "root"}, stop)
+    command = [
+        server,
+        "--no-defaults",
+        f"--datadir={data}",
+        f"--socket={base / 'mariadb.sock'}",
+        f"--pid-file={base / 'mariadb.pid'}",
+        f"--log-error={base / 'server.log'}",
+        f"--bind-address={HOST}",
+        f"--port={port}",
+        "--innodb-flush-log-at-trx-commit=0",
+        "--skip-log-bin",
+        *as_user,
+    ]
+    return _start_daemon(command, base, port, {"HOST": HOST, "PORT": str(port), "USER": "root"})
 
 
 def _postgresql_bindir() -> Path:
@@ -177,7 +209,7 @@ def _which(*names: str, extra: tuple[str, ...] = ()) -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]

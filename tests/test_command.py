@@ -296,21 +296,6 @@ def test_an_unknown_database() -> None:
     assert (out, returncode) == ("", 1)
 
 
-@pytest.mark.parametrize(
-    "engine",
-    ["django.contrib.sessions.backends.cache", "django.contrib.sessions.backends.signed_cookies"],
-)
-def test_engines_without_a_model_are_refused(engine: str) -> None:
-    with override_settings(SESSION_ENGINE=engine):
-        assert run_command() == (
-            "",
-            f"CommandError: Session engine '{engine}' is not supported yet: only "
-            "engines that keep sessions in a database model (db, cached_db, or a "
-            "custom store with get_model_class()) can be analyzed.\n",
-            1,
-        )
-
-
 @override_settings(SESSION_ENGINE="django.contrib.sessions.backends.cached_db")
 def test_cached_db_sessions_are_read_from_the_database() -> None:
     session_via_view(foo="bar")
@@ -325,7 +310,7 @@ def test_cached_db_sessions_are_read_from_the_database() -> None:
 
 
 def test_a_table_that_does_not_exist_is_one_clear_sentence() -> None:
-    with override_settings(SESSION_ENGINE="tests.unmigrated_sessions"):
+    with override_settings(SESSION_ENGINE="tests.engines.unmigrated"):
         out, err, returncode = run_command()
 
     assert (out, returncode) == ("", 1)

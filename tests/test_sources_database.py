@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.sessions.backends import cache, db
+from django.contrib.sessions.backends import cache, db, file
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from analyze_sessions.sources import UnsupportedEngine, session_store_class
 from analyze_sessions.sources.database import MAX_KEYS_PER_QUERY, DatabaseSource, session_model
+from tests.engines import plain, user_sessions
 from tests.helpers import corrupt_session, session_of_size, session_via_view
+from tests.models import PlainSession, UserSession
 
 pytestmark = pytest.mark.django_db
 
@@ -25,15 +27,14 @@ def test_session_model_of_the_db_engine() -> None:
     assert session_model("django.contrib.sessions.backends.db", db.SessionStore) is Session
 
 
-def test_engines_without_a_model_are_not_supported_yet() -> None:
-    with pytest.raises(UnsupportedEngine) as raised:
-        session_model("django.contrib.sessions.backends.cache", cache.SessionStore)
+def test_engines_that_keep_sessions_elsewhere_have_no_model() -> None:
+    assert session_model("django.contrib.sessions.backends.cache", cache.SessionStore) is None
+    assert session_model("django.contrib.sessions.backends.file", file.SessionStore) is None
 
-    assert str(raised.value) == (
-        "Session engine 'django.contrib.sessions.backends.cache' is not supported "
-        "yet: only engines that keep sessions in a database model (db, cached_db, "
-        "or a custom store with get_model_class()) can be analyzed."
-    )
+
+def test_the_model_an_engine_module_uses() -> None:
+    assert session_model("tests.engines.plain", plain.SessionStore) is PlainSession
+    assert session_model("tests.engines.user_sessions", user_sessions.SessionStore) is UserSession
 
 
 def test_an_engine_that_cannot_be_imported() -> None:

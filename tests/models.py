@@ -1,0 +1,28 @@
+"""Models that third-party session apps keep sessions in, or ones like them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
+from django.db import models
+
+
+class UserSession(AbstractBaseSession):
+    """Built on Django's base, with who and where from, as django-qsessions' is."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE)
+    ip = models.GenericIPAddressField(null=True)
+
+    class Meta:
+        app_label = "tests"
+
+
+class PlainSession(models.Model):
+    """A model of its own with the three session fields, as older apps have."""
+
+    session_key = models.CharField(max_length=40, unique=True)
+    session_data = models.TextField()
+    expire_date = models.DateTimeField(db_index=True)
+
+    class Meta:
+        app_label = "tests"
