@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,14 +19,25 @@ BAD_ENCODING = "bad encoding"
 BAD_PAYLOAD = "bad payload"
 FAILURES = (BAD_SIGNATURE, BAD_ENCODING, BAD_PAYLOAD)
 
+# What Django's signing writes: base64 (marked "." when compressed), a
+# base62 timestamp, and a base64 HMAC (SHA-256, or SHA-1 from old Djangos).
+_SIGNED_SHAPE = re.compile(
+    r"\.?[A-Za-z0-9_-]*:[0-9A-Za-z]{1,12}:(?:[A-Za-z0-9_-]{43}|[A-Za-z0-9_-]{27})"
+)
+# Where django.contrib.auth keeps the id of the user a session is logged in as.
+USER_ID_KEY = "_auth_user_id"
+
 
 @dataclass(frozen=True)
 class DecodedSession:
     """
     What the report needs to know of one session, and nothing of its values.
 
-    ``entries`` maps each key of the session to its entry size. An
-    undecodable session has a ``failure`` (one of ``FAILURES``) and no entries.
+    ``entries`` maps each key of the session to its entry size, and
+    ``nested`` each path into its dict and list values (``cart[]``,
+    ``wizard.step_data``) to the bytes it takes there. An undecodable session
+    has a ``failure`` (one of ``FAILURES``) and no entries; ``unknown_key``
+    says it is well-formed but signed with a key that is not configured.
     """
 
     stored_size: int
@@ -33,6 +45,10 @@ class DecodedSession:
     entries: dict[str, int] = field(default_factory=dict)
     failure: str | None = None
     expires_at: datetime | None = None
+    key: str = ""
+    user_id: str | None = None
+    unknown_key: bool = False
+    nested: dict[str, int] = field(default_factory=dict)
 
 
 class Decoder:
@@ -48,10 +64,12 @@ class Decoder:
         self,
         store_class: type[SessionBase],
         expiry: Callable[[RawSession, dict[Any, Any]], datetime | None] | None = None,
+        depth: int = 0,
     ) -> None:
         self._store = store_class()
         self._serializer = self._store.serializer()
         self._empty_payload_size = len(self._serializer.dumps({}))
+        self._depth = depth
         self._signer = signing.TimestampSigner(salt=self._store.key_salt)
         self._engine_decodes = store_class.decode is not SessionBase.decode
         # Where the store's own record of the expiry is not the whole story.
@@ -81,18 +99,42 @@ class Decoder:
             if payload_size is None:
                 payload_size = len(self._serializer.dumps(session))
             expires_at = raw.expires_at if self._expiry is None else self._expiry(raw, session)
+            nested: dict[str, int] = {}
+            if self._depth:
+                for key, value in session.items():
+                    self._measure_inside(str(key), value, self._depth, nested)
         except Exception:  # Values the configured serializer cannot write.
             return self._undecodable(raw, BAD_PAYLOAD)
+        user_id = session.get(USER_ID_KEY)
         return DecodedSession(
             raw.stored_size,
             payload_size=payload_size,
             entries=entries,
             expires_at=expires_at,
+            key=raw.key,
+            user_id=None if user_id is None else str(user_id),
+            nested=nested,
         )
 
     def entry_size(self, key: Any, value: Any) -> int:
         """The bytes that ``key`` and its value take in the payload."""
         return len(self._serializer.dumps({key: value})) - self._empty_payload_size
+
+    def _measure_inside(self, path: str, value: Any, depth: int, sizes: dict[str, int]) -> None:
+        # Measured as entries are: what a part adds to an empty container.
+        if isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{path}.{key}"
+                sizes[inner] = sizes.get(inner, 0) + self.entry_size(key, item)
+                if depth > 1:
+                    self._measure_inside(inner, item, depth - 1, sizes)
+        elif isinstance(value, list):
+            inner = f"{path}[]"
+            empty = len(self._serializer.dumps([]))
+            for item in value:
+                sizes[inner] = sizes.get(inner, 0) + len(self._serializer.dumps([item])) - empty
+                if depth > 1:
+                    self._measure_inside(inner, item, depth - 1, sizes)
 
     def _unsign_and_load(self, data: str) -> tuple[dict[Any, Any], int]:
         # The steps of TimestampSigner.unsign_object(), taken one at a time so
@@ -128,7 +170,18 @@ class Decoder:
 
     @staticmethod
     def _undecodable(raw: RawSession, reason: str) -> DecodedSession:
-        return DecodedSession(raw.stored_size, failure=reason, expires_at=raw.expires_at)
+        unknown_key = (
+            reason == BAD_SIGNATURE
+            and isinstance(raw.data, str)
+            and _SIGNED_SHAPE.fullmatch(raw.data) is not None
+        )
+        return DecodedSession(
+            raw.stored_size,
+            failure=reason,
+            expires_at=raw.expires_at,
+            key=raw.key,
+            unknown_key=unknown_key,
+        )
 
 
 class _Undecodable(Exception):

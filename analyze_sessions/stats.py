@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from analyze_sessions.decoding import DecodedSession
+from analyze_sessions.patterns import key_pattern
+
+# Limits that sessions can outgrow: memcached's default largest item, and
+# the most browsers keep in one cookie, which signed-cookie sessions live in.
+MEMCACHED_ITEM_LIMIT = 1024 * 1024
+COOKIE_LIMIT = 4096
 
 
 @dataclass
@@ -28,35 +37,279 @@ class KeyStats:
 
 
 @dataclass
-class Stats:
-    """Totals over the sessions processed so far, decodable or not."""
+class PatternStats:
+    """The sessions with keys of one pattern, and the bytes those entries took."""
 
+    sessions: int = 0
+    total_bytes: int = 0
+
+    def merge(self, other: PatternStats) -> None:
+        self.sessions += other.sessions
+        self.total_bytes += other.total_bytes
+
+
+@dataclass
+class UserStats:
+    """The sessions one user is logged in with."""
+
+    sessions: int = 0
+    stored_bytes: int = 0
+
+    def merge(self, other: UserStats) -> None:
+        self.sessions += other.sessions
+        self.stored_bytes += other.stored_bytes
+
+
+@dataclass(frozen=True, order=True)
+class LargeSession:
+    """One of the largest sessions: what the report may say of it."""
+
+    stored_size: int
+    key: str
+    expires_at: datetime | None = field(compare=False, default=None)
+    user_id: str | None = field(compare=False, default=None)
+    largest_key: str | None = field(compare=False, default=None)
+
+
+class SizeDistribution:
+    """
+    The distribution of stored sizes, in memory that stays flat.
+
+    Sizes are kept exactly up to ``EXACT_UP_TO`` of them; past that, in a
+    sketch of logarithmic buckets whose width keeps any percentile within 1%
+    of the exact one. The power-of-two histogram is always exact. Merging two
+    distributions gives what one run over both sets of sizes gives.
+    """
+
+    EXACT_UP_TO = 10_000
+    # Relative accuracy 1%: bucket i holds (GAMMA**(i-1), GAMMA**i].
+    GAMMA = (1 + 0.01) / (1 - 0.01)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.maximum = 0
+        self.minimum: int | None = None
+        self.exact: list[int] | None = []
+        self.buckets: Counter[int] = Counter()
+        self.powers: Counter[int] = Counter()
+
+    def add(self, size: int) -> None:
+        self.count += 1
+        self.maximum = max(self.maximum, size)
+        self.minimum = size if self.minimum is None else min(self.minimum, size)
+        self.powers[size.bit_length()] += 1
+        if self.exact is not None:
+            self.exact.append(size)
+            if len(self.exact) > self.EXACT_UP_TO:
+                self._to_sketch()
+        else:
+            self.buckets[self._bucket(size)] += 1
+
+    def merge(self, other: SizeDistribution) -> None:
+        self.count += other.count
+        self.maximum = max(self.maximum, other.maximum)
+        if other.minimum is not None:
+            self.minimum = (
+                other.minimum if self.minimum is None else min(self.minimum, other.minimum)
+            )
+        self.powers.update(other.powers)
+        if self.exact is not None and other.exact is not None:
+            self.exact.extend(other.exact)
+            if len(self.exact) > self.EXACT_UP_TO:
+                self._to_sketch()
+            return
+        if self.exact is not None:
+            self._to_sketch()
+        if other.exact is not None:
+            self.buckets.update(self._bucket(size) for size in other.exact)
+        else:
+            self.buckets.update(other.buckets)
+
+    def percentile(self, percent: float) -> int:
+        """The nearest-rank percentile: exact, or within 1% once sketched."""
+        if self.count == 0:
+            return 0
+        rank = max(1, math.ceil(percent / 100 * self.count))
+        if self.exact is not None:
+            return sorted(self.exact)[rank - 1]
+        seen = 0
+        for bucket in sorted(self.buckets):
+            seen += self.buckets[bucket]
+            if seen >= rank:
+                # The middle of the bucket, by relative error.
+                estimate = round(2 * self.GAMMA**bucket / (self.GAMMA + 1))
+                return max(self.minimum or 0, min(self.maximum, estimate))
+        return self.maximum
+
+    def histogram(self) -> list[tuple[int, int, int]]:
+        """(low, high, sessions) for each power-of-two range of sizes, low to high."""
+        if not self.powers:
+            return []
+        lowest, highest = min(self.powers), max(self.powers)
+        return [
+            (0 if bits == 0 else 2 ** (bits - 1), 2**bits - 1 if bits else 0, self.powers[bits])
+            for bits in range(lowest, highest + 1)
+        ]
+
+    def _bucket(self, size: int) -> int:
+        return 0 if size <= 1 else math.ceil(math.log(size, self.GAMMA))
+
+    def _to_sketch(self) -> None:
+        assert self.exact is not None
+        self.buckets.update(self._bucket(size) for size in self.exact)
+        self.exact = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SizeDistribution):
+            return NotImplemented
+        mine = sorted(self.exact) if self.exact is not None else None
+        theirs = sorted(other.exact) if other.exact is not None else None
+        return (self.count, self.maximum, self.minimum, mine, self.buckets, self.powers) == (
+            other.count,
+            other.maximum,
+            other.minimum,
+            theirs,
+            other.buckets,
+            other.powers,
+        )
+
+
+class TopSessions:
+    """The ``size`` largest sessions, by stored size and then key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.heap: list[LargeSession] = []
+
+    def add(self, session: LargeSession) -> None:
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, session)
+        elif self.size and session > self.heap[0]:
+            heapq.heapreplace(self.heap, session)
+
+    def merge(self, other: TopSessions) -> None:
+        for session in other.heap:
+            self.add(session)
+
+    def largest_first(self) -> list[LargeSession]:
+        return sorted(self.heap, reverse=True)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TopSessions):
+            return NotImplemented
+        return self.largest_first() == other.largest_first()
+
+
+@dataclass
+class Stats:
+    """
+    Totals over the sessions processed so far, decodable or not.
+
+    ``now`` is when the run started: sessions whose expiry is before it are
+    counted as expired. ``top`` is how many of the largest sessions to keep.
+    """
+
+    now: datetime | None = None
+    top: int = 10
     processed: int = 0
     stored_bytes: int = 0
     payload_bytes: int = 0
     keys: dict[str, KeyStats] = field(default_factory=dict)
+    nested: dict[str, KeyStats] = field(default_factory=dict)
     undecodable: Counter[str] = field(default_factory=Counter)
     undecodable_bytes: int = 0
+    unknown_key_sessions: int = 0
+    unknown_key_bytes: int = 0
+    expired_sessions: int = 0
+    expired_bytes: int = 0
+    patterns: dict[str, PatternStats] = field(default_factory=dict)
+    users: dict[str, UserStats] = field(default_factory=dict)
+    over_cookie_limit: int = 0
+    over_memcached_limit: int = 0
+    sizes: SizeDistribution = field(default_factory=SizeDistribution)
+    largest: TopSessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.largest = TopSessions(self.top)
 
     def add(self, session: DecodedSession) -> None:
+        size = session.stored_size
         self.processed += 1
-        self.stored_bytes += session.stored_size
+        self.stored_bytes += size
+        self.sizes.add(size)
+        self.over_cookie_limit += size > COOKIE_LIMIT
+        self.over_memcached_limit += size > MEMCACHED_ITEM_LIMIT
+        if self.now is not None and session.expires_at is not None:
+            if session.expires_at < self.now:
+                self.expired_sessions += 1
+                self.expired_bytes += size
+        largest_key = max(
+            session.entries, key=lambda key: (session.entries[key], key), default=None
+        )
+        self.largest.add(
+            LargeSession(size, session.key, session.expires_at, session.user_id, largest_key)
+        )
         if session.failure is not None:
             self.undecodable[session.failure] += 1
-            self.undecodable_bytes += session.stored_size
+            self.undecodable_bytes += size
+            if session.unknown_key:
+                self.unknown_key_sessions += 1
+                self.unknown_key_bytes += size
             return
         self.payload_bytes += session.payload_size
+        in_patterns: dict[str, int] = {}
         for key, entry_size in session.entries.items():
-            if key not in self.keys:
-                self.keys[key] = KeyStats()
-            self.keys[key].add(entry_size)
+            _key_stats(self.keys, key).add(entry_size)
+            pattern = key_pattern(key)
+            in_patterns[pattern] = in_patterns.get(pattern, 0) + entry_size
+        for pattern, pattern_bytes in in_patterns.items():
+            pattern_stats = self.patterns.setdefault(pattern, PatternStats())
+            pattern_stats.sessions += 1
+            pattern_stats.total_bytes += pattern_bytes
+        for path, nested_size in session.nested.items():
+            _key_stats(self.nested, path).add(nested_size)
+        if session.user_id is not None:
+            user = self.users.setdefault(session.user_id, UserStats())
+            user.sessions += 1
+            user.stored_bytes += size
 
     def merge(self, other: Stats) -> None:
         """Add ``other``'s totals to these, as if its sessions were added here."""
-        self.processed += other.processed
-        self.stored_bytes += other.stored_bytes
-        self.payload_bytes += other.payload_bytes
+        for name in (
+            "processed",
+            "stored_bytes",
+            "payload_bytes",
+            "undecodable_bytes",
+            "unknown_key_sessions",
+            "unknown_key_bytes",
+            "expired_sessions",
+            "expired_bytes",
+            "over_cookie_limit",
+            "over_memcached_limit",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         for key, key_stats in other.keys.items():
-            self.keys.setdefault(key, KeyStats()).merge(key_stats)
+            _key_stats(self.keys, key).merge(key_stats)
+        for path, path_stats in other.nested.items():
+            _key_stats(self.nested, path).merge(path_stats)
+        for pattern, pattern_stats in other.patterns.items():
+            self.patterns.setdefault(pattern, PatternStats()).merge(pattern_stats)
         self.undecodable.update(other.undecodable)
-        self.undecodable_bytes += other.undecodable_bytes
+        for user_id, user in other.users.items():
+            self.users.setdefault(user_id, UserStats()).merge(user)
+        self.sizes.merge(other.sizes)
+        self.largest.merge(other.largest)
+
+    @property
+    def decodable(self) -> int:
+        return self.processed - sum(self.undecodable.values())
+
+    @property
+    def authenticated_sessions(self) -> int:
+        return sum(user.sessions for user in self.users.values())
+
+
+def _key_stats(table: dict[str, KeyStats], key: str) -> KeyStats:
+    if key not in table:
+        table[key] = KeyStats()
+    return table[key]

@@ -19,10 +19,11 @@ from tests.helpers import signed
 from tests.session_engines import LegacySessionStore, RenamedSessionStore
 
 EXPIRES = datetime(2100, 1, 1, tzinfo=timezone.utc)
+KEY = "k" * 32
 
 
 def decode(data: str, store_class: type = SessionStore) -> DecodedSession:
-    return Decoder(store_class).decode(RawSession("k" * 32, data, EXPIRES, len(data)))
+    return Decoder(store_class).decode(RawSession(KEY, data, EXPIRES, len(data)))
 
 
 def test_entry_sizes_of_a_session_the_store_encoded() -> None:
@@ -36,6 +37,7 @@ def test_entry_sizes_of_a_session_the_store_encoded() -> None:
         payload_size=36,
         entries={"foo": 11, "cart": 13, "n": 8},
         expires_at=EXPIRES,
+        key=KEY,
     )
     # Entries plus the braces and the separating commas make the payload.
     assert sum(decoded.entries.values()) + 2 + 2 == decoded.payload_size
@@ -80,8 +82,9 @@ def test_session_signed_with_an_unknown_key_is_a_bad_signature() -> None:
     with override_settings(SECRET_KEY_FALLBACKS=[]):
         decoded = decode(data)
 
+    # Well-formed, but signed with a key nobody configured: dead weight.
     assert decoded == DecodedSession(
-        stored_size=len(data), failure=BAD_SIGNATURE, expires_at=EXPIRES
+        stored_size=len(data), failure=BAD_SIGNATURE, expires_at=EXPIRES, key=KEY, unknown_key=True
     )
 
 
@@ -111,7 +114,7 @@ def test_the_engine_salt_is_used() -> None:
 )
 def test_undecodable_sessions_are_classified(data: str, failure: str) -> None:
     assert decode(data) == DecodedSession(
-        stored_size=len(data), failure=failure, expires_at=EXPIRES
+        stored_size=len(data), failure=failure, expires_at=EXPIRES, key=KEY
     )
 
 
@@ -130,7 +133,7 @@ def test_an_engine_that_decodes_its_own_way_is_used() -> None:
     # a set, so its entries cannot be measured.
     assert decode(data, LegacySessionStore).failure == BAD_PAYLOAD
     assert decode('legacy:{"foo":"bar"}', LegacySessionStore) == DecodedSession(
-        stored_size=20, payload_size=13, entries={"foo": 11}, expires_at=EXPIRES
+        stored_size=20, payload_size=13, entries={"foo": 11}, expires_at=EXPIRES, key=KEY
     )
     assert decode(LegacySessionStore().encode({"n": 1}), LegacySessionStore).entries == {"n": 5}
 
@@ -145,3 +148,34 @@ def test_an_engine_that_decodes_its_own_way_is_used() -> None:
 )
 def test_an_engine_that_cannot_read_a_session_does_not_hide_why(data: str, failure: str) -> None:
     assert decode(data, LegacySessionStore).failure == failure
+
+
+def test_the_user_a_session_is_logged_in_as() -> None:
+    data = SessionStore().encode({"_auth_user_id": 42, "foo": "bar"})
+
+    assert decode(data).user_id == "42"
+    assert decode(SessionStore().encode({"foo": "bar"})).user_id is None
+
+
+def test_nested_values_are_measured_as_entries_are() -> None:
+    session = {
+        "cart": [{"id": 1, "qty": 2}, {"id": 22, "qty": 1}],
+        "wizard": {"step": "2", "step_data": {"address": {"city": "Lyon"}}},
+        "n": 1,
+    }
+    data = SessionStore().encode(session)
+    store_class = SessionStore
+
+    shallow = Decoder(store_class, depth=1).decode(RawSession(KEY, data, None, len(data)))
+    deep = Decoder(store_class, depth=2).decode(RawSession(KEY, data, None, len(data)))
+
+    # [{"id":1,"qty":2}] less [] is 16 bytes, [{"id":22,"qty":1}] 17;
+    # "step":"2" is 10 bytes, "step_data":{"address":{"city":"Lyon"}} 39.
+    assert shallow.nested == {"cart[]": 33, "wizard.step": 10, "wizard.step_data": 39}
+    assert deep.nested == {
+        **shallow.nested,
+        "cart[].id": 6 + 7,
+        "cart[].qty": 7 + 7,
+        "wizard.step_data.address": 25,  # "address":{"city":"Lyon"}
+    }
+    assert decode(data).nested == {}

@@ -1,46 +1,87 @@
 from __future__ import annotations
 
+import math
+import random
 from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
-from analyze_sessions.stats import KeyStats, Stats
+from analyze_sessions.stats import (
+    KeyStats,
+    LargeSession,
+    PatternStats,
+    SizeDistribution,
+    Stats,
+    TopSessions,
+    UserStats,
+)
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+PAST, FUTURE = NOW - timedelta(days=1), NOW + timedelta(days=1)
 
 SESSIONS = [
-    DecodedSession(stored_size=100, payload_size=40, entries={"a": 10, "b": 25}),
-    DecodedSession(stored_size=300, payload_size=70, entries={"a": 68}),
-    DecodedSession(stored_size=50, failure=BAD_SIGNATURE),
-    DecodedSession(stored_size=7, failure=BAD_PAYLOAD),
-    DecodedSession(stored_size=20, payload_size=2),
-    DecodedSession(stored_size=60, failure=BAD_SIGNATURE),
+    DecodedSession(
+        100, 40, {"a": 10, "b": 25}, expires_at=PAST, key="k1", user_id="7", nested={"a[]": 4}
+    ),
+    DecodedSession(300, 70, {"a": 68, "cart_12": 1}, expires_at=FUTURE, key="k2", user_id="7"),
+    DecodedSession(50, failure=BAD_SIGNATURE, expires_at=PAST, key="k3", unknown_key=True),
+    DecodedSession(7, failure=BAD_PAYLOAD, key="k4"),
+    DecodedSession(5000, 2, {"cart_3": 1, "cart_4": 2}, key="k5", user_id="8"),
+    DecodedSession(60, failure=BAD_SIGNATURE, expires_at=FUTURE, key="k6"),
 ]
 
 
-def stats_of(sessions: list[DecodedSession]) -> Stats:
-    stats = Stats()
+def stats_of(sessions: list[DecodedSession], top: int = 3) -> Stats:
+    stats = Stats(now=NOW, top=top)
     for session in sessions:
         stats.add(session)
     return stats
 
 
-def test_add_counts_every_session_and_key() -> None:
-    assert stats_of(SESSIONS) == Stats(
-        processed=6,
-        stored_bytes=100 + 300 + 50 + 7 + 20 + 60,
-        payload_bytes=40 + 70 + 2,
-        keys={
-            "a": KeyStats(sessions=2, total_bytes=78, max_bytes=68),
-            "b": KeyStats(sessions=1, total_bytes=25, max_bytes=25),
-        },
-        undecodable=Counter({BAD_SIGNATURE: 2, BAD_PAYLOAD: 1}),
-        undecodable_bytes=50 + 7 + 60,
+def test_add_counts_every_session_key_and_user() -> None:
+    stats = stats_of(SESSIONS)
+
+    assert (stats.processed, stats.stored_bytes, stats.payload_bytes) == (6, 5517, 112)
+    assert stats.keys == {
+        "a": KeyStats(sessions=2, total_bytes=78, max_bytes=68),
+        "b": KeyStats(sessions=1, total_bytes=25, max_bytes=25),
+        "cart_12": KeyStats(1, 1, 1),
+        "cart_3": KeyStats(1, 1, 1),
+        "cart_4": KeyStats(1, 2, 2),
+    }
+    assert stats.nested == {"a[]": KeyStats(1, 4, 4)}
+    # A session counts once for a pattern, however many of its keys match.
+    assert stats.patterns == {
+        "a": PatternStats(2, 78),
+        "b": PatternStats(1, 25),
+        "cart_*": PatternStats(2, 1 + 1 + 2),
+    }
+    assert stats.undecodable == Counter({BAD_SIGNATURE: 2, BAD_PAYLOAD: 1})
+    assert (stats.undecodable_bytes, stats.unknown_key_sessions, stats.unknown_key_bytes) == (
+        117,
+        1,
+        50,
     )
+    # Expired: past expiry, decodable or not; no expiry is never expired.
+    assert (stats.expired_sessions, stats.expired_bytes) == (2, 150)
+    assert stats.users == {"7": UserStats(2, 400), "8": UserStats(1, 5000)}
+    assert (stats.authenticated_sessions, stats.decodable) == (3, 3)
+    assert (stats.over_cookie_limit, stats.over_memcached_limit) == (1, 0)
+    assert stats.largest.largest_first() == [
+        LargeSession(5000, "k5", None, "8", "cart_4"),
+        LargeSession(300, "k2", FUTURE, "7", "a"),
+        LargeSession(100, "k1", PAST, "7", "b"),
+    ]
 
 
-def test_merged_parts_equal_the_whole() -> None:
-    for split in range(len(SESSIONS) + 1):
-        merged = stats_of(SESSIONS[:split])
-        merged.merge(stats_of(SESSIONS[split:]))
-        assert merged == stats_of(SESSIONS)
+@pytest.mark.parametrize("split", range(len(SESSIONS) + 1))
+def test_merged_parts_equal_the_whole(split: int) -> None:
+    merged = stats_of(SESSIONS[:split])
+    merged.merge(stats_of(SESSIONS[split:]))
+
+    assert merged == stats_of(SESSIONS)
 
 
 def test_merge_leaves_the_other_unchanged() -> None:
@@ -51,3 +92,75 @@ def test_merge_leaves_the_other_unchanged() -> None:
 
     assert second == stats_of(SESSIONS[1:2])
     assert first.keys["a"] == KeyStats(sessions=3, total_bytes=146, max_bytes=68)
+
+
+def nearest_rank(sizes: list[int], percent: float) -> int:
+    return sorted(sizes)[max(1, math.ceil(percent / 100 * len(sizes))) - 1]
+
+
+def test_percentiles_are_exact_by_nearest_rank() -> None:
+    distribution = SizeDistribution()
+    for size in [69, 83, 1, 500, 70, 70, 3000, 12, 64, 65]:
+        distribution.add(size)
+
+    # Sorted: 1 12 64 65 69 70 70 83 500 3000; ranks 5, 9 and 10.
+    assert [distribution.percentile(p) for p in (50, 90, 99)] == [69, 500, 3000]
+    assert (distribution.maximum, distribution.count) == (3000, 10)
+
+
+def test_percentiles_stay_within_one_percent_past_the_exact_limit() -> None:
+    sizes = [int(random.Random(n).lognormvariate(7, 1.5)) + 1 for n in range(25_000)]
+    distribution = SizeDistribution()
+    for size in sizes:
+        distribution.add(size)
+
+    assert distribution.exact is None  # Sketched: memory no longer grows.
+    for percent in (50, 90, 99):
+        exact = nearest_rank(sizes, percent)
+        assert abs(distribution.percentile(percent) - exact) <= 0.01 * exact
+    assert distribution.maximum == max(sizes)
+
+
+def test_a_merged_distribution_equals_one_of_every_size() -> None:
+    sizes = [random.Random(n).randrange(1, 100_000) for n in range(12_000)]
+    whole, first, second = SizeDistribution(), SizeDistribution(), SizeDistribution()
+    for size in sizes:
+        whole.add(size)
+    for size in sizes[:7000]:
+        first.add(size)
+    for size in sizes[7000:]:
+        second.add(size)
+
+    first.merge(second)
+
+    assert first == whole
+    assert [first.percentile(p) for p in (50, 90, 99)] == [
+        whole.percentile(p) for p in (50, 90, 99)
+    ]
+
+
+def test_histogram_in_powers_of_two() -> None:
+    distribution = SizeDistribution()
+    for size in [0, 1, 2, 3, 4, 69, 83, 127, 128]:
+        distribution.add(size)
+
+    assert distribution.histogram() == [
+        (0, 0, 1),
+        (1, 1, 1),
+        (2, 3, 2),
+        (4, 7, 1),
+        (8, 15, 0),
+        (16, 31, 0),
+        (32, 63, 0),
+        (64, 127, 3),
+        (128, 255, 1),
+    ]
+
+
+def test_top_sessions_keeps_the_largest_by_size_then_key() -> None:
+    top = TopSessions(2)
+    for size, key in [(5, "a"), (9, "b"), (9, "a"), (1, "c"), (7, "d")]:
+        top.add(LargeSession(size, key))
+
+    assert [(s.stored_size, s.key) for s in top.largest_first()] == [(9, "b"), (9, "a")]
+    assert TopSessions(0).largest_first() == []
