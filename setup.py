@@ -15,9 +15,9 @@ setup(
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
     packages=find_packages(include=["analyze_sessions", "analyze_sessions.*"]),
-    package_data={"analyze_sessions": ["py.typed"]},
+    package_data={"analyze_sessions": ["py.typed", "report.schema.json"]},
     python_requires=">=3.10",
-    install_requires=["Django>=5.2"],
+    install_requires=["Django>=5.2", "tqdm>=4.60"],
     classifiers=[
         "Development Status :: 4 - Beta",
         "Environment :: Web Environment",

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from analyze_sessions.decoding import FAILURES
+from analyze_sessions.patterns import key_pattern
 from analyze_sessions.sizes import format_size
-from analyze_sessions.stats import Stats
+from analyze_sessions.stats import COOKIE_LIMIT, MEMCACHED_ITEM_LIMIT, LargeSession, Stats
 
+SCHEMA_VERSION = 1
 _CENTS = Decimal("0.01")
+_PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99))
+KEY_PREFIX_LENGTH = 6
+HISTOGRAM_WIDTH = 30
 
 
 def mean(total: int, count: int) -> Decimal:
@@ -18,6 +28,13 @@ def mean(total: int, count: int) -> Decimal:
     if count == 0:
         return _CENTS * 0
     return (Decimal(total) / count).quantize(_CENTS, rounding=ROUND_HALF_UP)
+
+
+def share(part: int, whole: int) -> Decimal:
+    """``part`` as a fraction of ``whole``, to four decimals; 0 for no whole."""
+    if whole == 0:
+        return Decimal("0.0000")
+    return (Decimal(part) / whole).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,23 @@ class KeyLine:
 
 
 @dataclass(frozen=True)
+class PatternLine:
+    """Keys that differ only by ids, taken together."""
+
+    pattern: str
+    keys: int
+    sessions: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class UserLine:
+    user_id: str
+    sessions: int
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything a renderer shows, with no session value in it."""
 
@@ -46,6 +80,27 @@ class Report:
     undecodable_bytes: int
     keys_listed: int | None = None
     keys_not_found: int | None = None
+    engine: str = ""
+    filters: dict[str, Any] = field(default_factory=dict)
+    payload_bytes: int = 0
+    percentiles: dict[str, int] = field(default_factory=dict)
+    histogram: tuple[tuple[int, int, int], ...] = ()
+    largest: tuple[LargeSession, ...] = ()
+    expired_sessions: int = 0
+    expired_bytes: int = 0
+    unknown_key_sessions: int = 0
+    unknown_key_bytes: int = 0
+    authenticated_sessions: int = 0
+    distinct_users: int = 0
+    top_users: tuple[UserLine, ...] = ()
+    key_patterns: tuple[PatternLine, ...] = ()
+    nested: tuple[KeyLine, ...] = ()
+    depth: int = 0
+    disk: dict[str, Any] | None = None
+    over_cookie_limit: int = 0
+    over_memcached_limit: int = 0
+    memcached: bool = False
+    partial: bool = False
 
     @classmethod
     def from_stats(
@@ -55,19 +110,18 @@ class Report:
         total_sessions: int | None,
         keys_listed: int | None = None,
         keys_not_found: int | None = None,
+        **context: Any,
     ) -> Report:
-        keys = sorted(
-            (
-                KeyLine(key, key_stats.sessions, key_stats.total_bytes, key_stats.max_bytes)
-                for key, key_stats in stats.keys.items()
-            ),
-            key=lambda line: (-line.total_bytes, line.key),
-        )
+        """The report of ``stats``; ``context`` sets the fields stats do not know."""
+        patterns: dict[str, int] = {}
+        for key in stats.keys:
+            patterns[key_pattern(key)] = patterns.get(key_pattern(key), 0) + 1
+        users = sorted(stats.users.items(), key=lambda item: (-item[1].stored_bytes, item[0]))
         return cls(
             total_sessions=total_sessions,
             processed=stats.processed,
             stored_bytes=stats.stored_bytes,
-            keys=tuple(keys),
+            keys=_key_lines(stats.keys),
             undecodable=tuple(
                 (reason, stats.undecodable[reason])
                 for reason in FAILURES
@@ -76,6 +130,37 @@ class Report:
             undecodable_bytes=stats.undecodable_bytes,
             keys_listed=keys_listed,
             keys_not_found=keys_not_found,
+            payload_bytes=stats.payload_bytes,
+            percentiles={
+                **{name: stats.sizes.percentile(percent) for name, percent in _PERCENTILES},
+                "max": stats.sizes.maximum,
+            },
+            histogram=tuple(stats.sizes.histogram()),
+            largest=tuple(stats.largest.largest_first()),
+            expired_sessions=stats.expired_sessions,
+            expired_bytes=stats.expired_bytes,
+            unknown_key_sessions=stats.unknown_key_sessions,
+            unknown_key_bytes=stats.unknown_key_bytes,
+            authenticated_sessions=stats.authenticated_sessions,
+            distinct_users=len(stats.users),
+            top_users=tuple(
+                UserLine(user_id, user.sessions, user.stored_bytes)
+                for user_id, user in users[: stats.top]
+            ),
+            key_patterns=tuple(
+                sorted(
+                    (
+                        PatternLine(pattern, patterns[pattern], found.sessions, found.total_bytes)
+                        for pattern, found in stats.patterns.items()
+                        if patterns.get(pattern, 0) > 1
+                    ),
+                    key=lambda line: (-line.total_bytes, line.pattern),
+                )
+            ),
+            nested=_key_lines(stats.nested),
+            over_cookie_limit=stats.over_cookie_limit,
+            over_memcached_limit=stats.over_memcached_limit,
+            **context,
         )
 
     @property
@@ -86,15 +171,29 @@ class Report:
     def undecodable_sessions(self) -> int:
         return sum(count for _, count in self.undecodable)
 
+    @property
+    def anonymous_sessions(self) -> int:
+        return self.processed - self.undecodable_sessions - self.authenticated_sessions
 
-def render_text(report: Report) -> Iterator[str]:
+
+def _key_lines(table: dict[str, Any]) -> tuple[KeyLine, ...]:
+    lines = (KeyLine(key, s.sessions, s.total_bytes, s.max_bytes) for key, s in table.items())
+    return tuple(sorted(lines, key=lambda line: (-line.total_bytes, line.key)))
+
+
+def render_text(report: Report, *, human: bool = False, show_keys: bool = False) -> Iterator[str]:
     """
     Yield the lines of the plain-text report.
 
     The first lines are worded as the 2013 tool worded them, so that scripts
     reading its output keep working: a key line adds to its classic form
-    only after the closing parenthesis.
+    only after the closing parenthesis. Sections follow, each shown where it
+    has something to say.
     """
+
+    def size(count: int) -> str:
+        return format_size(count) if human else f"{count} bytes"
+
     if report.total_sessions is None:
         total = "an unknown number of total sessions (the store cannot count them)"
     else:
@@ -108,22 +207,187 @@ def render_text(report: Report) -> Iterator[str]:
             f"avg. size {line.mean_bytes} bytes), max {line.max_bytes} bytes, "
             f"total {line.total_bytes} bytes"
         )
-    yield ""
-    yield "Summary:"
-    stored = f"    Stored size: {report.stored_bytes} bytes in all"
-    if report.stored_bytes >= 1024:
-        stored += f" ({format_size(report.stored_bytes)})"
-    yield stored
+
+    scope = list(_scope(report))
+    if scope:
+        yield from _section("Scope", scope)
+
+    totals = [
+        f"Stored: {size(report.stored_bytes)} in all, "
+        f"{_mean_size(report.stored_bytes, report.processed, human)} a session",
+        f"Payload: {size(report.payload_bytes)} serialized, before compression and signing",
+    ]
+    if report.payload_bytes:
+        decodable_stored = report.stored_bytes - report.undecodable_bytes
+        totals.append(
+            f"Compression: decodable sessions are stored in "
+            f"{_percent(decodable_stored, report.payload_bytes)} of their payload's size"
+        )
+    if report.keys_listed is not None:
+        totals.append(f"Listed keys not found: {report.keys_not_found} of {report.keys_listed}")
+    yield from _section("Totals", totals)
+
+    if report.histogram:
+        yield from _section("Distribution of stored sizes", list(_distribution(report, size)))
+
+    if report.largest:
+        yield from _section(
+            "Largest sessions",
+            [_largest_line(session, size, show_keys) for session in report.largest],
+        )
+
+    yield from _section(
+        "Expired",
+        [
+            f"{_sessions(report.expired_sessions)} "
+            f"({_percent(report.expired_sessions, report.processed)}), "
+            f"{size(report.expired_bytes)} ({_percent(report.expired_bytes, report.stored_bytes)}"
+            " of stored): past their expiry, still stored; clearsessions would delete them"
+        ],
+    )
+
     if report.undecodable:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in report.undecodable)
-        yield (
-            f"    Undecodable sessions: {report.undecodable_sessions}, "
-            f"{report.undecodable_bytes} bytes ({reasons})"
-        )
+        undecodable = [
+            f"{_sessions(report.undecodable_sessions)}, {size(report.undecodable_bytes)} "
+            f"({reasons}): no request can read them, and Django reads each as empty"
+        ]
+        if report.unknown_key_sessions:
+            undecodable.append(
+                f"{report.unknown_key_sessions} of them, {size(report.unknown_key_bytes)}, "
+                f"{'is' if report.unknown_key_sessions == 1 else 'are'} signed with a key no "
+                f"longer configured: dead weight until they expire"
+            )
+        yield from _section("Undecodable", undecodable)
     else:
-        yield "    Undecodable sessions: 0"
-    if report.keys_listed is not None:
-        yield f"    Listed keys not found: {report.keys_not_found} of {report.keys_listed}"
+        yield from _section("Undecodable", ["0 sessions"])
+
+    decodable = report.processed - report.undecodable_sessions
+    users = [
+        f"{_sessions(report.authenticated_sessions)} logged in "
+        f"({_percent(report.authenticated_sessions, decodable)}), "
+        f"{report.anonymous_sessions} anonymous; {report.distinct_users} distinct "
+        f"{'user' if report.distinct_users == 1 else 'users'}"
+    ]
+    if report.top_users:
+        users.append("Top users by stored size:")
+        users += [
+            f"    user {printable(user.user_id)}: {_sessions(user.sessions)}, "
+            f"{size(user.stored_bytes)}"
+            for user in report.top_users
+        ]
+    yield from _section("Users", users)
+
+    if report.key_patterns:
+        yield from _section(
+            "Key patterns (ids made *)",
+            [
+                f"{printable(line.pattern)} ({line.keys} keys, {_sessions(line.sessions)}, "
+                f"total {size(line.total_bytes)})"
+                for line in report.key_patterns
+            ],
+        )
+
+    if report.depth:
+        yield from _section(
+            f"Nested (depth {report.depth})",
+            [
+                f"{printable(line.key)} ({line.sessions} times, avg. size "
+                f"{line.mean_bytes} bytes), max {line.max_bytes} bytes, "
+                f"total {line.total_bytes} bytes"
+                for line in report.nested
+            ]
+            or ["no dict or list values"],
+        )
+
+    if report.disk:
+        yield from _section(
+            "On disk",
+            [
+                f"Table {report.disk['table']}: {size(report.disk['total_bytes'])} with its "
+                f"indexes, of which indexes {size(report.disk['index_bytes'])}; stored sizes "
+                f"add up to {size(report.stored_bytes)}"
+            ],
+        )
+
+    limits = []
+    if report.memcached and report.over_memcached_limit:
+        limits.append(
+            f"{_sessions(report.over_memcached_limit)} over 1 MiB, memcached's default "
+            f"largest item: the cache will not keep them"
+        )
+    if report.over_cookie_limit:
+        limits.append(
+            f"{_sessions(report.over_cookie_limit)} over 4 KiB, the most a browser keeps "
+            f"in a cookie: too big for signed-cookie sessions"
+        )
+    if limits:
+        yield from _section("Limits", limits)
+
+
+def _scope(report: Report) -> Iterator[str]:
+    sample = report.filters.get("sample")
+    if sample is not None and sample < 1:
+        yield (
+            f"Sampled {sample:g} of sessions, chosen by key (--sample): the numbers "
+            f"describe the sample"
+        )
+    limit = report.filters.get("limit")
+    if limit is not None:
+        yield f"At most {limit} sessions processed (--limit)"
+    if report.partial:
+        yield f"Partial: interrupted after {report.processed} sessions"
+
+
+def _distribution(report: Report, size: Any) -> Iterator[str]:
+    yield ", ".join(f"{name} {size(value)}" for name, value in report.percentiles.items())
+    peak = max(count for _, _, count in report.histogram)
+    width = max(len(f"{low}-{high}") for low, high, _ in report.histogram)
+    for low, high, count in report.histogram:
+        bar = "#" * max(1 if count else 0, round(HISTOGRAM_WIDTH * count / peak))
+        yield f"{f'{low}-{high}':>{width}} bytes {count:>8} {bar}".rstrip()
+
+
+def _largest_line(session: LargeSession, size: Any, show_keys: bool) -> str:
+    key = session.key if show_keys else masked(session.key)
+    if session.expires_at is None:
+        expiry = "no expiry"
+    else:
+        expiry = f"expires {_when(session.expires_at)}"
+    user = "anonymous" if session.user_id is None else f"user {printable(session.user_id)}"
+    largest = "no keys" if session.largest_key is None else f"largest key {session.largest_key}"
+    return f"{size(session.stored_size)}: {printable(key)}, {expiry}, {user}, {printable(largest)}"
+
+
+def _sessions(count: int) -> str:
+    return "1 session" if count == 1 else f"{count} sessions"
+
+
+def _section(title: str, lines: list[str]) -> Iterator[str]:
+    yield ""
+    yield f"{title}:"
+    for line in lines:
+        yield f"    {line}"
+
+
+def _mean_size(total: int, count: int, human: bool) -> str:
+    average = mean(total, count)
+    return format_size(int(average)) if human else f"{average} bytes"
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{share(part, whole) * 100:.1f}%"
+
+
+def _when(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        return moment.strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def masked(key: str) -> str:
+    """The first characters of a session key: enough to tell, not to use."""
+    return key[:KEY_PREFIX_LENGTH] + "\u2026" if len(key) > KEY_PREFIX_LENGTH else key
 
 
 def printable(text: str) -> str:
@@ -131,3 +395,125 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return text.encode("unicode_escape").decode("ascii")
+
+
+def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
+    """The report as the documented JSON object, schema version 1."""
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "engine": report.engine,
+        "filters": report.filters,
+        "partial": report.partial,
+        "sessions": {
+            "total": report.total_sessions,
+            "processed": report.processed,
+            "undecodable": report.undecodable_sessions,
+            "not_found": report.keys_not_found,
+        },
+        "stored_bytes": {
+            "total": report.stored_bytes,
+            "mean": float(report.mean_stored_size),
+            **report.percentiles,
+        },
+        "payload_bytes": {"total": report.payload_bytes},
+        "histogram": [
+            {"low": low, "high": high, "sessions": count} for low, high, count in report.histogram
+        ],
+        "expired": {"sessions": report.expired_sessions, "stored_bytes": report.expired_bytes},
+        "undecodable": {
+            "sessions": report.undecodable_sessions,
+            "stored_bytes": report.undecodable_bytes,
+            "reasons": dict(report.undecodable),
+            "unknown_key": {
+                "sessions": report.unknown_key_sessions,
+                "stored_bytes": report.unknown_key_bytes,
+            },
+        },
+        "users": {
+            "authenticated_sessions": report.authenticated_sessions,
+            "anonymous_sessions": report.anonymous_sessions,
+            "distinct_users": report.distinct_users,
+            "top": [
+                {
+                    "user_id": user.user_id,
+                    "sessions": user.sessions,
+                    "stored_bytes": user.stored_bytes,
+                }
+                for user in report.top_users
+            ],
+        },
+        "keys": [_key_json(line, report.payload_bytes) for line in report.keys],
+        "key_patterns": [
+            {
+                "pattern": line.pattern,
+                "keys": line.keys,
+                "sessions": line.sessions,
+                "total_bytes": line.total_bytes,
+            }
+            for line in report.key_patterns
+        ],
+        "largest_sessions": [
+            {
+                "key_prefix": session.key if show_keys else session.key[:KEY_PREFIX_LENGTH],
+                "stored_bytes": session.stored_size,
+                "expire_date": None
+                if session.expires_at is None
+                else session.expires_at.isoformat(),
+                "user_id": session.user_id,
+                "largest_key": session.largest_key,
+            }
+            for session in report.largest
+        ],
+        "limits": {
+            "over_cookie_limit": report.over_cookie_limit,
+            "cookie_limit_bytes": COOKIE_LIMIT,
+            "over_memcached_limit": report.over_memcached_limit if report.memcached else None,
+            "memcached_limit_bytes": MEMCACHED_ITEM_LIMIT,
+        },
+    }
+    if report.depth:
+        document["nested"] = [_key_json(line, report.payload_bytes) for line in report.nested]
+    if report.disk:
+        document["disk"] = report.disk
+    return document
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _key_json(line: KeyLine, payload_bytes: int) -> dict[str, Any]:
+    return {
+        "key": line.key,
+        "sessions": line.sessions,
+        "total_bytes": line.total_bytes,
+        "mean_bytes": float(line.mean_bytes),
+        "max_bytes": line.max_bytes,
+        "share": float(share(line.total_bytes, payload_bytes)),
+    }
+
+
+def render_json(report: Report, *, show_keys: bool = False) -> Iterator[str]:
+    yield json.dumps(to_json(report, show_keys=show_keys), indent=2, sort_keys=False)
+
+
+CSV_HEADER = ("key", "sessions", "total_bytes", "mean_bytes", "max_bytes", "share")
+
+
+def render_csv(report: Report) -> Iterator[str]:
+    """One row per key, largest first, after a header row."""
+    for row in [CSV_HEADER, *(_csv_row(line, report.payload_bytes) for line in report.keys)]:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="").writerow(row)
+        yield buffer.getvalue()
+
+
+def _csv_row(line: KeyLine, payload_bytes: int) -> tuple[Any, ...]:
+    return (
+        line.key,
+        line.sessions,
+        line.total_bytes,
+        line.mean_bytes,
+        line.max_bytes,
+        share(line.total_bytes, payload_bytes),
+    )

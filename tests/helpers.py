@@ -29,7 +29,7 @@ def run_command(*args: str, stdin: str | None = None, **options: Any) -> tuple[s
     try:
         call_command("analyze_sessions", *args, stdout=out, stderr=err, **options)
     except CommandError as error:
-        return out.getvalue(), f"CommandError: {error}\n", 1
+        return out.getvalue(), f"CommandError: {error}\n", error.returncode
     return out.getvalue(), err.getvalue(), 0
 
 
@@ -94,15 +94,13 @@ def two_sessions() -> tuple[str, str]:
 
 def two_sessions_report(sizes: tuple[int, int], processed_line: str) -> str:
     """
-    The report of two_sessions() whose stored sizes are ``sizes``.
+    The classic lines of the report of two_sessions() whose stored sizes are
+    ``sizes``, and the first line of its totals.
 
     Entry sizes by hand: "foo":"bar" is 11 bytes, "foo":"bazbaz" 14, "n":"1" 7.
     """
     total = sum(sizes)
     mean = (Decimal(total) / 2).quantize(Decimal("0.01"), ROUND_HALF_UP)
-    stored = f"    Stored size: {total} bytes in all"
-    if total >= 1024:
-        stored += f" ({total / 1024:.1f} KiB)"
     return (
         f"{processed_line}\n"
         f"Average size was {mean} bytes\n"
@@ -110,7 +108,20 @@ def two_sessions_report(sizes: tuple[int, int], processed_line: str) -> str:
         "    foo (2 times, avg. size 12.50 bytes), max 14 bytes, total 25 bytes\n"
         "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes\n"
         "\n"
-        "Summary:\n"
-        f"{stored}\n"
-        "    Undecodable sessions: 0\n"
+        "Totals:\n"
+        f"    Stored: {total} bytes in all, {mean} bytes a session\n"
     )
+
+
+def head(out: str) -> str:
+    """The classic lines of a text report, and the first line of its totals."""
+    classic, _, rest = out.partition("\n\n")
+    return f"{classic}\n\n" + "\n".join(rest.splitlines()[:2]) + "\n"
+
+
+def section(out: str, title: str) -> list[str]:
+    """The lines of one section of a text report, without their indent."""
+    for part in out.split("\n\n"):
+        if part.startswith(f"{title}:\n"):
+            return [line.removeprefix("    ") for line in part.splitlines()[1:]]
+    raise AssertionError(f"No section {title!r} in:\n{out}")

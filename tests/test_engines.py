@@ -14,7 +14,14 @@ from django.contrib.sessions.backends.file import SessionStore as FileSessionSto
 from django.test import Client, override_settings
 from pymemcache.client.base import Client as MemcachedClient
 
-from tests.helpers import run_command, session_via_view, two_sessions, two_sessions_report
+from tests.helpers import (
+    head,
+    run_command,
+    section,
+    session_via_view,
+    two_sessions,
+    two_sessions_report,
+)
 from tests.models import PlainSession, UserSession
 from tests.servers import free_port
 
@@ -49,7 +56,7 @@ def test_file_sessions(session_files: Path, tmp_path: Path) -> None:
     ids.write_text(f"{first}\n../../etc/passwd\nmissing\n")
 
     # The files hold the same encoded data as database rows: 69 and 83 bytes.
-    assert run_command() == (two_sessions_report((69, 83), ALL_OF_TWO), "", 0)
+    assert headed(run_command()) == (two_sessions_report((69, 83), ALL_OF_TWO), "", 0)
     out, _, _ = run_command("--bigger-than=69")
     assert out.splitlines()[:2] == [
         "Processed 1 sessions out of 2 total sessions",
@@ -60,7 +67,7 @@ def test_file_sessions(session_files: Path, tmp_path: Path) -> None:
         "Processed 1 sessions out of 2 total sessions",
         "Average size was 69.00 bytes",
     ]
-    assert out.splitlines()[-1] == "    Listed keys not found: 2 of 3"
+    assert section(out, "Totals")[-1] == "Listed keys not found: 2 of 3"
     assert sorted(path.name for path in session_files.iterdir()) == sorted(
         ["README", "sessionid_out_tmp123", "sessionidabc123", "sessionidABC"]
         + [f"sessionid{first}", f"sessionid{second}"]
@@ -99,7 +106,7 @@ def test_an_engine_with_a_model_of_its_own_and_no_get_model_class() -> None:
     two_sessions()
 
     assert PlainSession.objects.count() == 2
-    assert run_command() == (two_sessions_report((69, 83), ALL_OF_TWO), "", 0)
+    assert headed(run_command()) == (two_sessions_report((69, 83), ALL_OF_TWO), "", 0)
     assert run_command("--model=tests.PlainSession") == run_command()
 
 
@@ -116,7 +123,7 @@ def test_an_engine_that_keeps_sessions_elsewhere_can_name_its_model() -> None:
         "they cannot be found: if it keeps them in a model, name it with --model "
         "app_label.ModelName.\n"
     )
-    assert run_command("--model=tests.PlainSession") == (
+    assert headed(run_command("--model=tests.PlainSession")) == (
         two_sessions_report((69, 83), ALL_OF_TWO),
         "",
         0,
@@ -168,6 +175,11 @@ def test_signed_cookies_are_refused() -> None:
     )
 
 
+def headed(result: tuple[str, str, int]) -> tuple[str, str, int]:
+    out, err, returncode = result
+    return head(out), err, returncode
+
+
 def redis_caches(location: str) -> list[dict[str, Any]]:
     options = {"LOCATION": location, "KEY_PREFIX": "shop", "VERSION": 3}
     return [
@@ -199,7 +211,7 @@ def test_redis_sessions(redis_location: str, backend: int, tmp_path: Path) -> No
         smaller = run_command(f"--bigger-than={min(sizes)}")
         listed = run_command(f"--ids-from={ids}")
 
-    assert report == (two_sessions_report(sizes, ALL_OF_TWO), "", 0)  # type: ignore[arg-type]
+    assert headed(report) == (two_sessions_report(sizes, ALL_OF_TWO), "", 0)  # type: ignore[arg-type]
     assert smaller[0].splitlines()[:2] == [
         "Processed 1 sessions out of 2 total sessions",
         f"Average size was {max(sizes)}.00 bytes",
@@ -208,7 +220,7 @@ def test_redis_sessions(redis_location: str, backend: int, tmp_path: Path) -> No
         "Processed 1 sessions out of 2 total sessions",
         f"Average size was {sizes[0]}.00 bytes",
     ]
-    assert listed[0].splitlines()[-1] == "    Listed keys not found: 1 of 2"
+    assert section(listed[0], "Totals")[-1] == "Listed keys not found: 1 of 2"
     # Read only: nothing but listing and reading went to the server.
     new_commands = set(commands_run(server)) - set(commands_before) | {
         name for name, calls in commands_run(server).items() if calls != commands_before.get(name)
@@ -231,10 +243,8 @@ def test_redis_values_that_cannot_be_read_back(redis_location: str) -> None:
 
     assert (err, returncode) == ("", 0)
     assert out.splitlines()[0] == "Processed 3 sessions out of 3 total sessions"
-    assert out.splitlines()[-1] == (
-        "    Undecodable sessions: 2, 15 bytes (bad payload: 2)"  # 2 + 13 bytes
-    )
-    assert f"    Stored size: {size + 15} bytes in all" in out
+    assert section(out, "Undecodable")[0].startswith("2 sessions, 15 bytes (bad payload: 2)")
+    assert section(out, "Totals")[0].startswith(f"Stored: {size + 15} bytes in all")
 
 
 def commands_run(server: redis.Redis) -> dict[str, int]:
@@ -276,7 +286,8 @@ def test_memcached_sessions_by_key_only(memcached_location: str, tmp_path: Path)
         "Processed 2 sessions out of an unknown number of total sessions "
         "(the store cannot count them)",
     )
-    assert listed == (report + "    Listed keys not found: 1 of 3\n", "", 0)
+    assert headed(listed) == (report, "", 0)
+    assert section(listed[0], "Totals")[-1] == "Listed keys not found: 1 of 3"
     assert bigger[0].splitlines()[:2] == [
         "Processed 1 sessions out of an unknown number of total sessions "
         "(the store cannot count them)",

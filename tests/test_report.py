@@ -1,10 +1,28 @@
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
-from analyze_sessions.decoding import BAD_ENCODING, BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
-from analyze_sessions.report import KeyLine, Report, mean, printable, render_text
+import jsonschema
+
+from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
+from analyze_sessions.report import (
+    KeyLine,
+    Report,
+    mean,
+    printable,
+    render_csv,
+    render_json,
+    render_text,
+)
 from analyze_sessions.stats import Stats
+from tests.helpers import section
+
+SCHEMA = Path(__file__).parent.parent / "analyze_sessions" / "report.schema.json"
 
 
 def text(report: Report) -> str:
@@ -53,56 +71,217 @@ def test_text_report_of_the_2013_readme_example() -> None:
         undecodable_bytes=0,
     )
 
-    assert text(report) == (
+    assert text(report).split("\n\n")[0] == (
         "Processed 2 sessions out of 5125 total sessions\n"
         "Average size was 16885.50 bytes\n"
         "Saw the following keys:\n"
         "    foo (2 times, avg. size 15723.00 bytes), max 16000 bytes, total 31446 bytes\n"
         "    bar (2 times, avg. size 618.50 bytes), max 700 bytes, total 1237 bytes\n"
-        "    baz (2 times, avg. size 211.50 bytes), max 212 bytes, total 423 bytes\n"
-        "\n"
-        "Summary:\n"
-        "    Stored size: 33771 bytes in all (33.0 KiB)\n"
-        "    Undecodable sessions: 0\n"
+        "    baz (2 times, avg. size 211.50 bytes), max 212 bytes, total 423 bytes"
     )
 
 
-def test_text_report_with_undecodable_sessions_and_listed_keys() -> None:
-    report = Report(
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+SESSIONS = [
+    DecodedSession(
+        100,
+        40,
+        {"a": 10, "b": 25},
+        expires_at=NOW - timedelta(days=1),
+        key="abcdefghij1",
+        user_id="7",
+    ),
+    DecodedSession(
+        300,
+        70,
+        {"a": 68, "cart_12": 1},
+        expires_at=NOW + timedelta(days=1),
+        key="zyxwvu98765",
+        user_id="7",
+    ),
+    DecodedSession(
+        50,
+        failure=BAD_SIGNATURE,
+        expires_at=NOW - timedelta(days=1),
+        key="qqqqqqqqq",
+        unknown_key=True,
+    ),
+    DecodedSession(5000, 2, {"cart_3": 1, "cart_4": 2}, key="short", user_id="8"),
+]
+
+
+def full_report(**context: Any) -> Report:
+    stats = Stats(now=NOW, top=3)
+    for session in SESSIONS:
+        stats.add(session)
+    return Report.from_stats(
+        stats,
         total_sessions=10,
-        processed=3,
-        stored_bytes=300,
-        keys=(),
-        undecodable=((BAD_SIGNATURE, 2), (BAD_ENCODING, 1)),
-        undecodable_bytes=300,
-        keys_listed=5,
-        keys_not_found=2,
-    )
-
-    assert text(report) == (
-        "Processed 3 sessions out of 10 total sessions\n"
-        "Average size was 100.00 bytes\n"
-        "Saw the following keys:\n"
-        "\n"
-        "Summary:\n"
-        "    Stored size: 300 bytes in all\n"
-        "    Undecodable sessions: 3, 300 bytes (bad signature: 2, bad encoding: 1)\n"
-        "    Listed keys not found: 2 of 5\n"
+        engine="django.contrib.sessions.backends.db",
+        filters={"bigger_than": None, "sample": None, "limit": None},
+        disk={"table": "django_session", "total_bytes": 65536, "index_bytes": 16384},
+        **context,
     )
 
 
-def test_text_report_of_nothing() -> None:
-    report = Report.from_stats(Stats(), total_sessions=0)
+# Worked by hand: stored 100 + 300 + 50 + 5000 = 5450, payload 40 + 70 + 2
+# = 112, decodable stored 5400 = 4821.4% of it. Sorted sizes 50 100 300 5000:
+# nearest ranks 2, 4, 4. Expired: 100 + 50 of 5450 bytes, 2.8%.
+FULL_TEXT = """\
+Processed 4 sessions out of 10 total sessions
+Average size was 1362.50 bytes
+Saw the following keys:
+    a (2 times, avg. size 39.00 bytes), max 68 bytes, total 78 bytes
+    b (1 times, avg. size 25.00 bytes), max 25 bytes, total 25 bytes
+    cart_4 (1 times, avg. size 2.00 bytes), max 2 bytes, total 2 bytes
+    cart_12 (1 times, avg. size 1.00 bytes), max 1 bytes, total 1 bytes
+    cart_3 (1 times, avg. size 1.00 bytes), max 1 bytes, total 1 bytes
 
-    assert text(report) == (
-        "Processed 0 sessions out of 0 total sessions\n"
-        "Average size was 0.00 bytes\n"
-        "Saw the following keys:\n"
-        "\n"
-        "Summary:\n"
-        "    Stored size: 0 bytes in all\n"
-        "    Undecodable sessions: 0\n"
+Totals:
+    Stored: 5450 bytes in all, 1362.50 bytes a session
+    Payload: 112 bytes serialized, before compression and signing
+    Compression: decodable sessions are stored in 4821.4% of their payload's size
+
+Distribution of stored sizes:
+    p50 100 bytes, p90 5000 bytes, p99 5000 bytes, max 5000 bytes
+        32-63 bytes        1 ##############################
+       64-127 bytes        1 ##############################
+      128-255 bytes        0
+      256-511 bytes        1 ##############################
+     512-1023 bytes        0
+    1024-2047 bytes        0
+    2048-4095 bytes        0
+    4096-8191 bytes        1 ##############################
+
+Largest sessions:
+    5000 bytes: short, no expiry, user 8, largest key cart_4
+    300 bytes: zyxwvu\u2026, expires 2026-11-27 12:00 UTC, user 7, largest key a
+    100 bytes: abcdef\u2026, expires 2026-11-25 12:00 UTC, user 7, largest key b
+
+Expired:
+    2 sessions (50.0%), 150 bytes (2.8% of stored): past their expiry, still stored; \
+clearsessions would delete them
+
+Undecodable:
+    1 session, 50 bytes (bad signature: 1): no request can read them, and Django reads each \
+as empty
+    1 of them, 50 bytes, is signed with a key no longer configured: dead weight until they \
+expire
+
+Users:
+    3 sessions logged in (100.0%), 0 anonymous; 2 distinct users
+    Top users by stored size:
+        user 8: 1 session, 5000 bytes
+        user 7: 2 sessions, 400 bytes
+
+Key patterns (ids made *):
+    cart_* (3 keys, 2 sessions, total 4 bytes)
+
+On disk:
+    Table django_session: 65536 bytes with its indexes, of which indexes 16384 bytes; stored \
+sizes add up to 5450 bytes
+
+Limits:
+    1 session over 4 KiB, the most a browser keeps in a cookie: too big for signed-cookie \
+sessions
+"""
+
+
+def test_whole_text_report() -> None:
+    assert text(full_report()) == FULL_TEXT
+
+
+def test_human_sizes_and_whole_keys() -> None:
+    report = full_report()
+    lines = "".join(f"{line}\n" for line in render_text(report, human=True, show_keys=True))
+
+    # The classic lines keep bytes.
+    assert lines.split("\n\n")[0] == FULL_TEXT.split("\n\n")[0]
+    assert section(lines, "Totals")[0] == "Stored: 5.3 KiB in all, 1.3 KiB a session"
+    assert section(lines, "Largest sessions")[1] == (
+        "300 bytes: zyxwvu98765, expires 2026-11-27 12:00 UTC, user 7, largest key a"
     )
+
+
+def test_scope_of_a_sample_a_limit_and_an_interruption() -> None:
+    report = full_report(partial=True)
+    report = replace(report, filters={"sample": 0.25, "limit": 4})
+
+    assert section(text(report), "Scope") == [
+        "Sampled 0.25 of sessions, chosen by key (--sample): the numbers describe the sample",
+        "At most 4 sessions processed (--limit)",
+        "Partial: interrupted after 4 sessions",
+    ]
+
+
+def test_nested_and_memcached_sections() -> None:
+    stats = Stats(now=NOW)
+    stats.add(DecodedSession(2_000_000, 10, {"cart": 9}, nested={"cart[]": 7}))
+    report = Report.from_stats(stats, total_sessions=1, depth=1, memcached=True)
+
+    assert section(text(report), "Nested (depth 1)") == [
+        "cart[] (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes"
+    ]
+    assert section(text(report), "Limits") == [
+        "1 session over 1 MiB, memcached's default largest item: the cache will not keep them",
+        "1 session over 4 KiB, the most a browser keeps in a cookie: too big for signed-cookie "
+        "sessions",
+    ]
+
+
+def test_json_report_matches_its_schema() -> None:
+    document = json.loads("".join(render_json(full_report())))
+
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    assert document["sessions"] == {
+        "total": 10,
+        "processed": 4,
+        "undecodable": 1,
+        "not_found": None,
+    }
+    assert document["stored_bytes"] == {
+        "total": 5450,
+        "mean": 1362.5,
+        "p50": 100,
+        "p90": 5000,
+        "p99": 5000,
+        "max": 5000,
+    }
+    assert document["expired"] == {"sessions": 2, "stored_bytes": 150}
+    assert document["undecodable"]["reasons"] == {"bad signature": 1}
+    assert document["users"]["top"] == [
+        {"user_id": "8", "sessions": 1, "stored_bytes": 5000},
+        {"user_id": "7", "sessions": 2, "stored_bytes": 400},
+    ]
+    assert document["keys"][0] == {
+        "key": "a",
+        "sessions": 2,
+        "total_bytes": 78,
+        "mean_bytes": 39.0,
+        "max_bytes": 68,
+        "share": 0.6964,  # 78 / 112
+    }
+    assert document["key_patterns"] == [
+        {"pattern": "cart_*", "keys": 3, "sessions": 2, "total_bytes": 4}
+    ]
+    assert [s["key_prefix"] for s in document["largest_sessions"]] == ["short", "zyxwvu", "abcdef"]
+    assert document["largest_sessions"][1]["expire_date"] == "2026-11-27T12:00:00+00:00"
+    assert document["disk"] == {
+        "table": "django_session",
+        "total_bytes": 65536,
+        "index_bytes": 16384,
+    }
+
+
+def test_csv_report_has_a_row_per_key() -> None:
+    assert list(render_csv(full_report())) == [
+        "key,sessions,total_bytes,mean_bytes,max_bytes,share",
+        "a,2,78,39.00,68,0.6964",
+        "b,1,25,25.00,25,0.2232",
+        "cart_4,1,2,2.00,2,0.0179",
+        "cart_12,1,1,1.00,1,0.0089",
+        "cart_3,1,1,1.00,1,0.0089",
+    ]
 
 
 def test_key_names_cannot_break_a_line() -> None:

@@ -151,6 +151,44 @@ class DatabaseSource:
             if batch:
                 yield batch
 
+    def disk_usage(self) -> dict[str, Any] | None:
+        """
+        What the sessions table takes on disk, with and in its indexes,
+        where the database says: None where it does not.
+        """
+        connection = connections[self.using]
+        table = self.model._meta.db_table
+        queries = {
+            "postgresql": (
+                "SELECT pg_total_relation_size(%s::regclass), pg_indexes_size(%s::regclass)",
+                [connection.ops.quote_name(table)] * 2,
+            ),
+            "mysql": (
+                "SELECT data_length + index_length, index_length FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = %s",
+                [table],
+            ),
+            # dbstat is there only where SQLite was built with it.
+            "sqlite": (
+                "SELECT SUM(pgsize), SUM(CASE WHEN name = %s THEN 0 ELSE pgsize END) "
+                "FROM dbstat WHERE name = %s OR name IN "
+                "(SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s)",
+                [table, table, table],
+            ),
+        }
+        if connection.vendor not in queries:
+            return None
+        sql, params = queries[connection.vendor]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+        except DatabaseError:
+            return None
+        if row is None or row[0] is None:
+            return None
+        return {"table": table, "total_bytes": int(row[0]), "index_bytes": int(row[1] or 0)}
+
     def _all(self) -> QuerySet[Model]:
         return self.model._base_manager.using(self.using)
 

@@ -1,0 +1,235 @@
+"""The command's report options: formats, sections, sampling, mail, progress."""
+
+from __future__ import annotations
+
+import csv
+import email
+import io
+import json
+import zlib
+from pathlib import Path
+
+import django
+import jsonschema
+import pytest
+from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
+from django.test import Client, override_settings
+
+from analyze_sessions.decoding import Decoder
+from tests.helpers import run_command, section, session_of_size, session_via_view, two_sessions
+
+pytestmark = pytest.mark.django_db
+
+SCHEMA = Path(__file__).parent.parent / "analyze_sessions" / "report.schema.json"
+
+
+def logged_in_session(username: str, **items: str) -> str:
+    user = User.objects.create_user(username, password="secret")
+    client = Client()
+    client.force_login(user)
+    client.get("/store/", items)
+    return str(client.session.session_key)
+
+
+def test_json_report_of_real_sessions() -> None:
+    first, second = two_sessions()
+    user_session = logged_in_session("ada", cart="x" * 100)
+
+    out, err, returncode = run_command("--format=json", "--top=2")
+    document = json.loads(out)
+    stored = dict(Session.objects.values_list("session_key", "session_data"))
+    sizes = {key: len(data) for key, data in stored.items()}
+
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    assert (err, returncode) == ("", 0)
+    assert document["sessions"] == {"total": 3, "processed": 3, "undecodable": 0, "not_found": None}
+    assert document["stored_bytes"]["total"] == sum(sizes.values())
+    assert document["stored_bytes"]["max"] == max(sizes.values())
+    assert document["users"]["authenticated_sessions"] == 1
+    assert document["users"]["top"] == [
+        {
+            "user_id": str(User.objects.get().pk),
+            "sessions": 1,
+            "stored_bytes": sizes[user_session],
+        }
+    ]
+    assert [s["key_prefix"] for s in document["largest_sessions"]] == [
+        key[:6] for key in sorted(sizes, key=lambda key: (-sizes[key], key))[:2]
+    ]
+    assert {line["key"]: line["total_bytes"] for line in document["keys"]}["foo"] == 25
+    assert first not in out and second not in out
+
+
+def test_csv_report() -> None:
+    two_sessions()
+
+    out, _, _ = run_command("--format=csv")
+
+    assert list(csv.reader(io.StringIO(out))) == [
+        ["key", "sessions", "total_bytes", "mean_bytes", "max_bytes", "share"],
+        ["foo", "2", "25", "12.50", "14", "0.6757"],  # 25 / 37
+        ["n", "1", "7", "7.00", "7", "0.1892"],
+    ]
+
+
+def test_top_and_show_keys() -> None:
+    first, second = two_sessions()
+
+    out, _, _ = run_command("--top=1", "--show-keys")
+
+    assert section(out, "Largest sessions")[0].startswith(f"83 bytes: {second}, expires ")
+    assert len(section(out, "Largest sessions")) == 1
+    assert first not in out
+
+
+def test_depth_breaks_values_down() -> None:
+    client = Client()
+    client.get("/cart/add/1/")
+    client.get("/cart/add/22/")
+
+    out, _, _ = run_command("--depth=2")
+
+    # [{"product":1,"quantity":1}] less [] is 26 bytes, with 22 it is 27.
+    assert section(out, "Nested (depth 2)") == [
+        "cart[] (1 times, avg. size 53.00 bytes), max 53 bytes, total 53 bytes",
+        "cart[].quantity (1 times, avg. size 24.00 bytes), max 24 bytes, total 24 bytes",
+        "cart[].product (1 times, avg. size 23.00 bytes), max 23 bytes, total 23 bytes",
+    ]
+
+
+def test_human_sizes() -> None:
+    session_of_size(3000)
+
+    out, _, _ = run_command("--human")
+
+    assert out.splitlines()[1].endswith(" bytes")  # Classic lines keep bytes.
+    assert section(out, "Totals")[0].endswith(" KiB a session")
+
+
+def test_sample_is_chosen_by_key_and_stated() -> None:
+    keys = [session_via_view(n=str(n)) for n in range(40)]
+    in_sample = [key for key in keys if zlib.crc32(key.encode()) < 0.5 * 2**32]
+
+    out, _, _ = run_command("--sample=0.5")
+
+    assert out.splitlines()[0] == f"Processed {len(in_sample)} sessions out of 40 total sessions"
+    assert section(out, "Scope") == [
+        "Sampled 0.5 of sessions, chosen by key (--sample): the numbers describe the sample"
+    ]
+    assert run_command("--sample=0.5") == (out, "", 0)
+
+
+def test_limit() -> None:
+    for n in range(5):
+        session_via_view(n=str(n))
+
+    out, _, _ = run_command("--limit=3", "--batch-size=2")
+
+    assert out.splitlines()[0] == "Processed 3 sessions out of 5 total sessions"
+    assert section(out, "Scope") == ["At most 3 sessions processed (--limit)"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sample=0"], "--sample must be a number above 0 and at most 1, not '0'."),
+        (["--sample=1.5"], "--sample must be a number above 0 and at most 1, not '1.5'."),
+        (["--limit=0"], "--limit must be a whole number from 1 to 1000000000000, not '0'."),
+        (["--top=-1"], "--top must be a whole number from 0 to 1000, not '-1'."),
+        (["--depth=11"], "--depth must be a whole number from 0 to 10, not '11'."),
+    ],
+)
+def test_bad_report_options(args: list[str], message: str) -> None:
+    assert run_command(*args) == ("", f"CommandError: {message}\n", 1)
+
+
+# Django 6.0 takes addresses alone, and 6.1 configures mail in MAILERS.
+ADMINS = ["ops@example.com"] if django.VERSION >= (6, 0) else [("Ops", "ops@example.com")]
+
+
+def file_mail(directory: Path) -> dict[str, object]:
+    """Settings that make Django write mail to files in ``directory``."""
+    backend = "django.core.mail.backends.filebased.EmailBackend"
+    if django.VERSION >= (6, 1):
+        mailer = {"BACKEND": backend, "OPTIONS": {"file_path": str(directory)}}
+        return {"MAILERS": {"default": mailer}}
+    return {"EMAIL_BACKEND": backend, "EMAIL_FILE_PATH": str(directory)}
+
+
+@override_settings(ADMINS=ADMINS)
+def test_mail_admins_sends_the_text_report(tmp_path: Path) -> None:
+    first, second = two_sessions()
+    with override_settings(**file_mail(tmp_path)):
+        out, err, returncode = run_command("--mail-admins")
+        report, _, _ = run_command()
+
+    assert (out, err, returncode) == ("", "", 0)
+    [message_file] = tmp_path.iterdir()
+    message = email.message_from_bytes(message_file.read_bytes().split(b"\n" + b"-" * 79)[0])
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    body = payload.decode(message.get_content_charset() or "ascii")
+    assert " ".join(message["Subject"].split()) == (
+        "[Django] Sessions: 2 analyzed, 152 bytes stored, 0 expired, 0 undecodable"
+    )
+    assert message["To"] == "ops@example.com"
+    assert body == report
+    assert first not in body and second not in body
+
+
+@override_settings(ADMINS=[])
+def test_mail_admins_needs_admins() -> None:
+    assert run_command("--mail-admins") == (
+        "",
+        "CommandError: --mail-admins needs someone to mail: the ADMINS setting is empty.\n",
+        1,
+    )
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("verbosity", "shown"), [(1, True), (0, False)])
+def test_progress_shows_on_a_terminal(verbosity: int, shown: bool) -> None:
+    from django.core.management import call_command
+
+    two_sessions()
+    out, err = io.StringIO(), Terminal()
+
+    call_command("analyze_sessions", stdout=out, stderr=err, verbosity=verbosity)
+
+    assert ("Reading sessions" in err.getvalue()) is shown
+    assert out.getvalue().startswith("Processed 2 sessions")
+
+
+def test_no_progress_where_nobody_watches() -> None:
+    two_sessions()
+
+    assert run_command()[1] == ""
+
+
+def test_an_interrupted_run_prints_what_it_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(5):
+        session_via_view(n=str(n))
+    decode = Decoder.decode
+    calls = []
+
+    def interrupted(self: Decoder, raw: object) -> object:
+        calls.append(raw)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return decode(self, raw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Decoder, "decode", interrupted)
+
+    out, err, returncode = run_command()
+
+    assert out.splitlines()[0] == "Processed 2 sessions out of 5 total sessions"
+    assert section(out, "Scope") == ["Partial: interrupted after 2 sessions"]
+    assert (err, returncode) == (
+        "CommandError: Interrupted: the report covers the sessions read before.\n",
+        130,
+    )
