@@ -43,6 +43,11 @@ class Command(BaseCommand):
             self.usernames = list(User.objects.values_list("username", flat=True))
             for visitor in range(sessions):
                 self.visit(visitor)
+            # The in-store kiosk's sessions, whose age has run out: expired,
+            # and still stored, as no clearsessions has run.
+            with override_settings(SESSION_COOKIE_AGE=-60):
+                for _ in range(sessions // 100):
+                    self.browse(self.client())
             # Sessions from before the key was rotated still decode, through
             # SECRET_KEY_FALLBACKS.
             with override_settings(SECRET_KEY="demo-secret-key-2025"):
