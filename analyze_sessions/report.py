@@ -195,7 +195,7 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         return format_size(count) if human else f"{count} bytes"
 
     if report.total_sessions is None:
-        total = "an unknown number of total sessions (the store cannot count them)"
+        total = "an unknown number of total sessions"
     else:
         total = f"{report.total_sessions} total sessions"
     yield f"Processed {report.processed} sessions out of {total}"

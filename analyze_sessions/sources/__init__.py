@@ -121,3 +121,6 @@ class Source(Protocol):
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         """The listed sessions that pass the filters, a batch at a time."""
+
+    def close(self) -> None:
+        """Leave the store's connection as it was found."""

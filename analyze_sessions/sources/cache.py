@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import pickle
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
@@ -22,6 +23,8 @@ from analyze_sessions.sources import (
     first_line,
     valid_key,
 )
+
+T = TypeVar("T")
 
 # Stands for the session key while the cache's key function runs, so the
 # keys of all sessions can be matched whatever that function adds around it.
@@ -69,6 +72,9 @@ class CacheSource:
     hold; for other backends, the pickle that Django's own backends store.
     """
 
+    # The pauses before each new try of a call whose connection was lost.
+    retry_delays: tuple[float, ...] = (1.0, 3.0, 10.0)
+
     def __init__(
         self,
         cache: BaseCache,
@@ -90,6 +96,9 @@ class CacheSource:
     def total_sessions(self) -> int | None:
         """None: such a cache cannot count its sessions."""
         return None
+
+    def close(self) -> None:
+        pass
 
     def scan(self) -> Iterator[list[RawSession]]:
         raise UnsupportedEngine("This cache cannot list its keys: pass --ids-from.")
@@ -167,6 +176,7 @@ class RedisSource(CacheSource):
         self._head, self._tail = head, tail
         self._pattern = _glob_escape(head) + "*" + _glob_escape(tail)
         self._sessions_seen: int | None = None
+        self._worked = False
 
     def total_sessions(self) -> int:
         """Count the session keys; after a scan, the ones it saw."""
@@ -202,14 +212,20 @@ class RedisSource(CacheSource):
                 yield batch
 
     def _scan_keys(self) -> Iterator[tuple[str, bytes]]:
-        try:
-            for name in self._client.scan_iter(match=self._pattern, count=self.batch_size):
+        # SCAN may return a key twice (while Redis rehashes, or when a lost
+        # connection makes a call run again), so keys already seen are skipped.
+        seen: set[bytes] = set()
+        cursor = 0
+        while True:
+            cursor, names = self._retrying("list sessions in", partial(self._scan, cursor))
+            for name in names:
                 text = name.decode("utf-8", errors="replace")
                 key = text[len(self._head) : len(text) - len(self._tail)]
-                if valid_key(key):
+                if name not in seen and valid_key(key):
+                    seen.add(name)
                     yield key, name
-        except Exception as error:
-            raise SourceError(f"Cannot list sessions in Redis: {first_line(error)}.") from error
+            if cursor == 0:
+                return
 
     def _read(self, names: list[tuple[str, bytes]]) -> tuple[list[RawSession], int]:
         """The sessions named that pass the size filter, and how many are gone."""
@@ -245,12 +261,52 @@ class RedisSource(CacheSource):
         except Exception:
             return value  # Left for the decoder to call undecodable.
 
+    def _scan(self, cursor: int) -> tuple[int, list[Any]]:
+        found: tuple[int, list[Any]] = self._client.scan(
+            cursor, match=self._pattern, count=self.batch_size
+        )
+        return found
+
+    def _values(self, names: list[tuple[str, bytes]]) -> list[Any]:
+        pipeline = self._client.pipeline(transaction=False)
+        pipeline.mget([name for _, name in names])
+        for _, name in names:
+            pipeline.pttl(name)
+        result: list[Any] = pipeline.execute()
+        return result
+
+    def _retrying(self, doing: str, call: Callable[[], T]) -> T:
+        """
+        ``call()``; if the connection to Redis is lost, call it again after
+        growing pauses, a bounded number of times.
+        """
+        for delay in (*self.retry_delays, None):
+            try:
+                result = call()
+                self._worked = True
+                return result
+            except Exception as error:
+                # A server away from the start is an error at once; one lost
+                # during the run is given time to come back.
+                if delay is None or not self._worked or not _connection_lost(error):
+                    raise SourceError(f"Cannot {doing} Redis: {first_line(error)}.") from error
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
     def _pipeline(self, command: str, names: list[bytes]) -> list[Any]:
         pipeline = self._client.pipeline(transaction=False)
         for name in names:
             getattr(pipeline, command)(name)
         result: list[Any] = pipeline.execute()
         return result
+
+
+def _connection_lost(error: Exception) -> bool:
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError
+    except ImportError:  # pragma: no cover - the Redis client is there
+        return False
+    return isinstance(error, (ConnectionError, TimeoutError))
 
 
 def _glob_escape(text: str) -> str:

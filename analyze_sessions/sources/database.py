@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from django.apps import apps
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Length
 
@@ -86,6 +86,8 @@ class DatabaseSource:
     """
 
     _fields = ("session_key", "session_data", "expire_date", "stored_size")
+    # The pauses before each new try of a query whose connection was lost.
+    retry_delays: tuple[float, ...] = (1.0, 3.0, 10.0)
 
     def __init__(
         self,
@@ -104,6 +106,8 @@ class DatabaseSource:
         self.keys_listed = 0
         self.keys_not_found = 0
         self._queried = False
+        self._worked = False
+        self._read_only_connection: Any = None
 
     def total_sessions(self) -> int:
         """Count every session in the store, whatever the filters."""
@@ -206,14 +210,61 @@ class DatabaseSource:
         # Leave room for the size filter's parameter.
         return max(1, min(self.batch_size, limit - 1, MAX_KEYS_PER_QUERY))
 
+    def close(self) -> None:
+        """Give the connection back as it was: writable, for whoever uses it next."""
+        connection = connections[self.using]
+        if self._read_only_connection is not None and connection.connection is not None:
+            if connection.connection is self._read_only_connection:
+                with connection.cursor() as cursor:
+                    cursor.execute("RESET default_transaction_read_only")
+        self._read_only_connection = None
+
     def _run(self, query: Callable[..., T], *args: Any) -> T:
-        """Run ``query``, after a pause if it is not the first."""
+        """
+        Run ``query``, after a pause if it is not the first.
+
+        If the connection is lost (the server restarted, the backend was
+        killed), reconnect and run it again, a bounded number of times after
+        growing pauses: the scan resumes after the last key it finished.
+        """
         if self._queried and self.sleep_time:
             time.sleep(self.sleep_time)
         self._queried = True
+        for delay in (*self.retry_delays, None):
+            try:
+                self._make_read_only()
+                result = query(*args)
+                self._worked = True
+                return result
+            except DatabaseError as error:
+                # A database away from the start is an error at once; one
+                # lost during the run is given time to come back.
+                if delay is None or not self._worked or not self._connection_lost(error):
+                    raise SourceError(
+                        f"Cannot read sessions from the '{self.using}' database: "
+                        f"{first_line(error)}."
+                    ) from error
+            connections[self.using].close()
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _make_read_only(self) -> None:
+        # PostgreSQL can refuse writes outright: every transaction on this
+        # connection is read-only until close() puts it back.
+        connection = connections[self.using]
+        if connection.vendor != "postgresql":
+            return
+        connection.ensure_connection()
+        if connection.connection is not self._read_only_connection:
+            with connection.cursor() as cursor:
+                cursor.execute("SET default_transaction_read_only = on")
+            self._read_only_connection = connection.connection
+
+    def _connection_lost(self, error: DatabaseError) -> bool:
+        if not isinstance(error, (OperationalError, InterfaceError)):
+            return False  # A query the database refused: trying again will not help.
+        connection = connections[self.using]
         try:
-            return query(*args)
-        except DatabaseError as error:
-            raise SourceError(
-                f"Cannot read sessions from the '{self.using}' database: {first_line(error)}."
-            ) from error
+            return connection.connection is None or not connection.is_usable()
+        except Exception:
+            return True

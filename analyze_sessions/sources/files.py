@@ -53,6 +53,9 @@ class FileSource:
             self._sessions_seen = sum(1 for _ in self._session_files())
         return self._sessions_seen
 
+    def close(self) -> None:
+        pass
+
     def scan(self) -> Iterator[list[RawSession]]:
         self._sessions_seen = 0
         paths: list[tuple[str, str]] = []

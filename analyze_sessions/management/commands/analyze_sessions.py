@@ -169,6 +169,8 @@ class Command(BaseCommand):
         decoder = Decoder(store_class, expiry=getattr(source, "expiry", None), depth=depth)
         stats = Stats(now=started, top=top)
         progress = self._progress(options["verbosity"])
+        failure: SourceError | None = None
+        total_sessions, disk = None, None
         try:
             partial = analyze(
                 source.scan() if keys is None else source.lookup(keys),
@@ -181,10 +183,14 @@ class Command(BaseCommand):
             total_sessions = source.total_sessions()
             disk = source.disk_usage() if hasattr(source, "disk_usage") else None
         except SourceError as error:
-            raise CommandError(str(error)) from error
+            # The store went away: what was read is still worth reporting.
+            failure, partial = error, True
         finally:
             if progress is not None:
                 progress.close()
+            _close(source)
+        if failure is not None and not stats.processed:
+            raise CommandError(str(failure)) from failure
 
         report = Report.from_stats(
             stats,
@@ -210,6 +216,10 @@ class Command(BaseCommand):
         else:
             for line in self._render(report, options):
                 self.stdout.write(line)
+        if failure is not None:
+            raise CommandError(
+                f"{failure} The report covers the sessions read before."
+            ) from failure
         if partial:
             raise CommandError(
                 "Interrupted: the report covers the sessions read before.", returncode=130
@@ -242,6 +252,13 @@ class Command(BaseCommand):
             return None
         stream: Any = self.stderr._out
         return tqdm(file=stream, unit=" sessions", desc="Reading sessions", leave=False)
+
+
+def _close(source: Any) -> None:
+    try:
+        source.close()
+    except Exception:  # A connection already gone has nothing to put back.
+        pass
 
 
 def _keeps_sessions_in_memcached(store_class: type[Any]) -> bool:
