@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from analyze_sessions.sources.cache import CacheSource
+from analyze_sessions.sources.database import DatabaseSource
 from tests import servers
 
 _UNAVAILABLE = pytest.StashKey[str]()
@@ -71,3 +73,10 @@ def redis_location(request: pytest.FixtureRequest) -> str:
 def memcached_location(request: pytest.FixtureRequest) -> str:
     """Where a memcached server started for this run listens."""
     return _service(request, servers.start_memcached)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry lost connections without the pauses a production run takes."""
+    monkeypatch.setattr(DatabaseSource, "retry_delays", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(CacheSource, "retry_delays", (0.01, 0.01, 0.01))

@@ -7,8 +7,10 @@ import string
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
+import django
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
@@ -125,3 +127,32 @@ def section(out: str, title: str) -> list[str]:
         if part.startswith(f"{title}:\n"):
             return [line.removeprefix("    ") for line in part.splitlines()[1:]]
     raise AssertionError(f"No section {title!r} in:\n{out}")
+
+
+# What the PostgreSQL source sends around its reads to make them read-only.
+READ_ONLY_STATEMENTS = {
+    "SET default_transaction_read_only = on",
+    "RESET default_transaction_read_only",
+}
+
+
+def writes(queries: list[dict[str, str]]) -> list[str]:
+    """The statements among ``queries`` that are neither reads nor read-only settings."""
+    return [
+        query["sql"]
+        for query in queries
+        if not query["sql"].startswith("SELECT ") and query["sql"] not in READ_ONLY_STATEMENTS
+    ]
+
+
+# Django 6.0 takes addresses alone, and 6.1 configures mail in MAILERS.
+ADMINS = ["ops@example.com"] if django.VERSION >= (6, 0) else [("Ops", "ops@example.com")]
+
+
+def mail_to_files(directory: Path) -> dict[str, Any]:
+    """Settings that make Django write mail to files in ``directory``."""
+    backend = "django.core.mail.backends.filebased.EmailBackend"
+    if django.VERSION >= (6, 1):
+        mailer = {"BACKEND": backend, "OPTIONS": {"file_path": str(directory)}}
+        return {"MAILERS": {"default": mailer}}
+    return {"EMAIL_BACKEND": backend, "EMAIL_FILE_PATH": str(directory)}

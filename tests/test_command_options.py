@@ -9,7 +9,6 @@ import json
 import zlib
 from pathlib import Path
 
-import django
 import jsonschema
 import pytest
 from django.contrib.auth.models import User
@@ -17,7 +16,15 @@ from django.contrib.sessions.models import Session
 from django.test import Client, override_settings
 
 from analyze_sessions.decoding import Decoder
-from tests.helpers import run_command, section, session_of_size, session_via_view, two_sessions
+from tests.helpers import (
+    ADMINS,
+    mail_to_files,
+    run_command,
+    section,
+    session_of_size,
+    session_via_view,
+    two_sessions,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -144,23 +151,10 @@ def test_bad_report_options(args: list[str], message: str) -> None:
     assert run_command(*args) == ("", f"CommandError: {message}\n", 1)
 
 
-# Django 6.0 takes addresses alone, and 6.1 configures mail in MAILERS.
-ADMINS = ["ops@example.com"] if django.VERSION >= (6, 0) else [("Ops", "ops@example.com")]
-
-
-def file_mail(directory: Path) -> dict[str, object]:
-    """Settings that make Django write mail to files in ``directory``."""
-    backend = "django.core.mail.backends.filebased.EmailBackend"
-    if django.VERSION >= (6, 1):
-        mailer = {"BACKEND": backend, "OPTIONS": {"file_path": str(directory)}}
-        return {"MAILERS": {"default": mailer}}
-    return {"EMAIL_BACKEND": backend, "EMAIL_FILE_PATH": str(directory)}
-
-
 @override_settings(ADMINS=ADMINS)
 def test_mail_admins_sends_the_text_report(tmp_path: Path) -> None:
     first, second = two_sessions()
-    with override_settings(**file_mail(tmp_path)):
+    with override_settings(**mail_to_files(tmp_path)):
         out, err, returncode = run_command("--mail-admins")
         report, _, _ = run_command()
 

@@ -283,14 +283,12 @@ def test_memcached_sessions_by_key_only(memcached_location: str, tmp_path: Path)
     )
     report = two_sessions_report(
         sizes,  # type: ignore[arg-type]
-        "Processed 2 sessions out of an unknown number of total sessions "
-        "(the store cannot count them)",
+        "Processed 2 sessions out of an unknown number of total sessions",
     )
     assert headed(listed) == (report, "", 0)
     assert section(listed[0], "Totals")[-1] == "Listed keys not found: 1 of 3"
     assert bigger[0].splitlines()[:2] == [
-        "Processed 1 sessions out of an unknown number of total sessions "
-        "(the store cannot count them)",
+        "Processed 1 sessions out of an unknown number of total sessions",
         f"Average size was {max(sizes)}.00 bytes",
     ]
 
