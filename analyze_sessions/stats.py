@@ -95,8 +95,10 @@ class SizeDistribution:
 
     def add(self, size: int) -> None:
         self.count += 1
-        self.maximum = max(self.maximum, size)
-        self.minimum = size if self.minimum is None else min(self.minimum, size)
+        if size > self.maximum:
+            self.maximum = size
+        if self.minimum is None or size < self.minimum:
+            self.minimum = size
         self.powers[size.bit_length()] += 1
         if self.exact is not None:
             self.exact.append(size)
@@ -181,6 +183,15 @@ class TopSessions:
         self.size = size
         self.heap: list[LargeSession] = []
 
+    def admits(self, stored_size: int, key: str) -> bool:
+        """Whether a session this big would be among the largest kept."""
+        if len(self.heap) < self.size:
+            return True
+        return bool(self.size) and (stored_size, key) > (
+            self.heap[0].stored_size,
+            self.heap[0].key,
+        )
+
     def add(self, session: LargeSession) -> None:
         if len(self.heap) < self.size:
             heapq.heappush(self.heap, session)
@@ -231,24 +242,29 @@ class Stats:
 
     def __post_init__(self) -> None:
         self.largest = TopSessions(self.top)
+        # Each key's pattern, worked out once.
+        self._patterns_of: dict[str, str] = {}
 
     def add(self, session: DecodedSession) -> None:
+        # Called once a session, millions of times: kept plain and inlined.
         size = session.stored_size
         self.processed += 1
         self.stored_bytes += size
         self.sizes.add(size)
-        self.over_cookie_limit += size > COOKIE_LIMIT
-        self.over_memcached_limit += size > MEMCACHED_ITEM_LIMIT
-        if self.now is not None and session.expires_at is not None:
-            if session.expires_at < self.now:
-                self.expired_sessions += 1
-                self.expired_bytes += size
-        largest_key = max(
-            session.entries, key=lambda key: (session.entries[key], key), default=None
-        )
-        self.largest.add(
-            LargeSession(size, session.key, session.expires_at, session.user_id, largest_key)
-        )
+        if size > COOKIE_LIMIT:
+            self.over_cookie_limit += 1
+            if size > MEMCACHED_ITEM_LIMIT:
+                self.over_memcached_limit += 1
+        expires_at = session.expires_at
+        if expires_at is not None and self.now is not None and expires_at < self.now:
+            self.expired_sessions += 1
+            self.expired_bytes += size
+        entries = session.entries
+        if self.largest.admits(size, session.key):
+            largest_key = max(entries, key=lambda key: (entries[key], key), default=None)
+            self.largest.add(
+                LargeSession(size, session.key, expires_at, session.user_id, largest_key)
+            )
         if session.failure is not None:
             self.undecodable[session.failure] += 1
             self.undecodable_bytes += size
@@ -257,19 +273,35 @@ class Stats:
                 self.unknown_key_bytes += size
             return
         self.payload_bytes += session.payload_size
-        in_patterns: dict[str, int] = {}
-        for key, entry_size in session.entries.items():
-            _key_stats(self.keys, key).add(entry_size)
-            pattern = key_pattern(key)
-            in_patterns[pattern] = in_patterns.get(pattern, 0) + entry_size
-        for pattern, pattern_bytes in in_patterns.items():
-            pattern_stats = self.patterns.setdefault(pattern, PatternStats())
-            pattern_stats.sessions += 1
-            pattern_stats.total_bytes += pattern_bytes
+        keys, patterns = self.keys, self._patterns_of
+        in_patterns: dict[str, int] | None = None
+        for key, entry_size in entries.items():
+            key_stats = keys.get(key)
+            if key_stats is None:
+                key_stats = keys[key] = KeyStats()
+            key_stats.sessions += 1
+            key_stats.total_bytes += entry_size
+            if entry_size > key_stats.max_bytes:
+                key_stats.max_bytes = entry_size
+            pattern = patterns.get(key)
+            if pattern is None:
+                pattern = patterns[key] = key_pattern(key)
+            # Only a key with ids in it shares its pattern with other keys.
+            if pattern != key:
+                if in_patterns is None:
+                    in_patterns = {}
+                in_patterns[pattern] = in_patterns.get(pattern, 0) + entry_size
+        if in_patterns:
+            for pattern, pattern_bytes in in_patterns.items():
+                pattern_stats = self.patterns.setdefault(pattern, PatternStats())
+                pattern_stats.sessions += 1
+                pattern_stats.total_bytes += pattern_bytes
         for path, nested_size in session.nested.items():
             _key_stats(self.nested, path).add(nested_size)
         if session.user_id is not None:
-            user = self.users.setdefault(session.user_id, UserStats())
+            user = self.users.get(session.user_id)
+            if user is None:
+                user = self.users[session.user_id] = UserStats()
             user.sessions += 1
             user.stored_bytes += size
 

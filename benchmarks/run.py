@@ -1,0 +1,172 @@
+"""
+Measure analyze_sessions against the cost of decoding, side by side.
+
+    python -m benchmarks.run [--sessions N] [--legacy-sessions M] [--postgres]
+
+Generates N realistic sessions into SQLite (kept in benchmarks/.data, so a
+second run reuses them), and into a throwaway PostgreSQL with --postgres,
+then times each variant of benchmarks/variants.py in a process of its own
+and prints a table of wall times, ratios to the floor, and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sqlite3
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / ".data"
+VARIANTS = ("floor", "by_hand", "legacy_2013", "analyze_jobs_1", "analyze_jobs_2")
+
+
+def sessions(count: int, seed: int = 2013) -> Iterator[tuple[str, str, str]]:
+    """(key, data, expire_date) for ``count`` sessions like a shop's."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+    import django
+
+    django.setup()
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core import signing
+
+    rng = random.Random(seed)
+    store = SessionStore()
+    now = datetime.now(timezone.utc)
+    letters = string.ascii_lowercase + string.digits
+    for _ in range(count):
+        session: dict[str, object] = {
+            "recently_viewed": rng.sample(range(1, 5000), rng.randint(1, 12))
+        }
+        if rng.random() < 0.4:  # Logged in.
+            session["_auth_user_id"] = str(rng.randint(1, 50_000))
+            session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+            session["_auth_user_hash"] = "".join(rng.choices("0123456789abcdef", k=64))
+            session["preferences"] = {"language": "en", "theme": rng.choice(["light", "dark"])}
+        if rng.random() < 0.35:
+            session["cart"] = {
+                "currency": "EUR",
+                "items": [
+                    {"product_id": rng.randint(1, 5000), "quantity": rng.randint(1, 3)}
+                    for _ in range(rng.randint(1, 6))
+                ],
+            }
+        if rng.random() < 0.15:
+            session["_messages"] = '[["__json_message", 0, 25, "Saved.", ""]]'
+        if rng.random() < 0.05:  # A key per search: dynamic keys.
+            session[f"search_{rng.getrandbits(40):010x}"] = rng.sample(range(5000), 20)
+        if rng.random() < 0.02:  # A report preview: 20-60 KB stored.
+            session["report_preview"] = [
+                {"order": row, "ref": f"{rng.getrandbits(128):032x}"}
+                for row in range(rng.randint(350, 1050))
+            ]
+        data = store.encode(session)
+        if rng.random() < 0.001:
+            data = data[: len(data) // 2]  # Corrupt.
+        elif rng.random() < 0.002:
+            data = signing.dumps(session, key="a-key-long-gone", salt=store.key_salt, compress=True)
+        expires = now + timedelta(days=rng.randint(-10, 14))  # A few in the past.
+        key = "".join(rng.choices(letters, k=32))
+        yield key, data, expires.isoformat(sep=" ")
+
+
+def sqlite_store(count: int) -> Path:
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / f"sessions-{count}.sqlite3"
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    env = {**os.environ, "BENCHMARK_DB_NAME": str(partial), "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "-v0", "--settings=benchmarks.settings"],
+        env=env,
+        check=True,
+    )
+    os.environ["BENCHMARK_DB_NAME"] = str(partial)
+    database = sqlite3.connect(partial)
+    rows = sessions(count)
+    while batch := [row for _, row in zip(range(10_000), rows, strict=False)]:
+        database.executemany(
+            "INSERT INTO django_session (session_key, session_data, expire_date) VALUES (?, ?, ?)",
+            batch,
+        )
+        database.commit()
+    database.close()
+    partial.rename(path)
+    return path
+
+
+def measure(variant: str, env: dict[str, str]) -> dict[str, float]:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.variants", variant],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, **json.loads(result.stdout.splitlines()[-1])}
+
+
+def table(title: str, results: dict[str, dict[str, float]]) -> str:
+    floor = results["floor"]["seconds"]
+    lines = [
+        title,
+        "",
+        f"{'variant':<16} {'sessions':>9} {'seconds':>8} {'vs floor':>8} "
+        f"{'peak RSS':>9} {'workers':>8}",
+    ]
+    for variant, result in results.items():
+        workers = result["workers_peak_rss_kib"] / 1024
+        lines.append(
+            f"{variant:<16} {int(result['sessions']):>9} {result['seconds']:>8.2f} "
+            f"{result['seconds'] / floor if variant != 'legacy_2013' else float('nan'):>8.2f} "
+            f"{result['peak_rss_kib'] / 1024:>7.1f}MB "
+            f"{(f'{workers:.1f}MB' if workers else '-'):>8}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument(
+        "--legacy-sessions",
+        type=int,
+        default=50_000,
+        help="Sessions for the 2013 algorithm, whose OFFSET paging is quadratic.",
+    )
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    args = parser.parse_args()
+
+    print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCHMARK_DB": "sqlite"}
+    results: dict[str, dict[str, float]] = {}
+    for variant in args.variants:
+        count = args.legacy_sessions if variant == "legacy_2013" else args.sessions
+        env["BENCHMARK_DB_NAME"] = str(sqlite_store(count))
+        results[variant] = measure(variant, env)
+        print(f"  {variant}: {results[variant]['seconds']:.2f}s", file=sys.stderr)
+    print(table(f"SQLite, {args.sessions} sessions", results))
+    if "legacy_2013" in results:
+        legacy = results["legacy_2013"]
+        print(
+            f"(legacy_2013 ran on {args.legacy_sessions} sessions: "
+            f"{legacy['seconds'] / args.legacy_sessions * 1e6:.1f} µs a session, against "
+            f"{results['floor']['seconds'] / args.sessions * 1e6:.1f} µs for the floor)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""
+One way of analyzing the benchmark's sessions, run in a process of its own.
+
+    python -m benchmarks.variants NAME
+
+prints a line of JSON: how many sessions it read, its peak RSS, and that
+of the worker processes it started, if any.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import zlib
+from io import StringIO
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+django.setup()
+
+from django.contrib.sessions.backends.base import SessionBase  # noqa: E402
+from django.contrib.sessions.models import Session  # noqa: E402
+from django.core import signing  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+
+SALT = "django.contrib.sessions.SessionStore"
+
+
+def floor() -> int:
+    """The least any analysis must do: read each row, verify and decode it."""
+    signer = signing.TimestampSigner(salt=SALT)
+    loads = signing.JSONSerializer().loads
+    count = 0
+    connection.ensure_connection()
+    cursor = connection.connection.cursor()
+    cursor.execute("SELECT session_data FROM django_session")
+    while rows := cursor.fetchmany(1000):
+        for (data,) in rows:
+            count += 1
+            try:
+                encoded = signer.unsign(data).encode()
+                if encoded[:1] == b".":
+                    payload = zlib.decompress(signing.b64_decode(encoded[1:]))
+                else:
+                    payload = signing.b64_decode(encoded)
+                loads(payload)
+            except Exception:
+                pass
+    return count
+
+
+def by_hand() -> int:
+    """What an operator writes: the ORM, get_decoded(), json.dumps per key."""
+    count, sizes = 0, {}
+    for session in Session.objects.iterator(chunk_size=1000):
+        count += 1
+        for key, value in session.get_decoded().items():
+            sizes[key] = sizes.get(key, 0) + len(json.dumps({key: value}))
+    return count
+
+
+def legacy_2013() -> int:
+    """The 2013 tool's algorithm: OFFSET batches, a count per batch, encode per key."""
+    count, sizes, batch = 0, {}, 1000
+    start = 0
+    while start < Session.objects.count():
+        for session in Session.objects.all()[start : start + batch]:
+            count += 1
+            for key, value in session.get_decoded().items():
+                sizes[key] = sizes.get(key, 0) + len(SessionBase().encode({key: value}))
+        start += batch
+    return count
+
+
+def analyze(*args: str) -> int:
+    out = StringIO()
+    call_command("analyze_sessions", *args, "--format=json", stdout=out)
+    return int(json.loads(out.getvalue())["sessions"]["processed"])
+
+
+VARIANTS = {
+    "floor": floor,
+    "by_hand": by_hand,
+    "legacy_2013": legacy_2013,
+    "analyze_jobs_1": lambda: analyze("--jobs=1"),
+    "analyze_jobs_2": lambda: analyze("--jobs=2"),
+}
+
+if __name__ == "__main__":
+    sessions = VARIANTS[sys.argv[1]]()
+    print(
+        json.dumps(
+            {
+                "sessions": sessions,
+                "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "workers_peak_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+            }
+        )
+    )
