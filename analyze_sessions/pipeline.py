@@ -1,12 +1,19 @@
-"""Run raw sessions through the decoder into the stats, as far as asked."""
+"""Run raw sessions through the decoder into the stats: in one process, or several."""
 
 from __future__ import annotations
 
+import multiprocessing
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.sessions.backends.base import SessionBase
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from analyze_sessions.decoding import Decoder
-from analyze_sessions.sources import RawSession
+from analyze_sessions.shards import EVERY_KEY, KeyRange
+from analyze_sessions.sources import RawSession, Source, SourceError, open_source
 from analyze_sessions.stats import Stats
 
 
@@ -45,3 +52,119 @@ def analyze(
     except KeyboardInterrupt:
         return True
     return False
+
+
+@dataclass
+class Plan:
+    """What to read, and how: everything a run, or one of its jobs, needs."""
+
+    engine: str
+    store_class: type[SessionBase]
+    model_label: str | None = None
+    using: str = DEFAULT_DB_ALIAS
+    bigger_than: int | None = None
+    batch_size: int = 1000
+    sleep_time: float = 0.0
+    keys: set[str] | None = None
+    sample: float | None = None
+    limit: int | None = None
+    depth: int = 0
+    top: int = 10
+    now: datetime | None = None
+
+
+@dataclass
+class Outcome:
+    """What reading a range of keys gave."""
+
+    stats: Stats
+    total_sessions: int | None = None
+    keys_listed: int | None = None
+    keys_not_found: int | None = None
+    partial: bool = False
+    failure: str | None = None
+
+    def merge(self, other: Outcome) -> None:
+        self.stats.merge(other.stats)
+        self.total_sessions = _add(self.total_sessions, other.total_sessions)
+        self.keys_listed = _add(self.keys_listed, other.keys_listed)
+        self.keys_not_found = _add(self.keys_not_found, other.keys_not_found)
+        self.partial = self.partial or other.partial
+        self.failure = self.failure or other.failure
+
+
+def open_plan(plan: Plan, keys: KeyRange = EVERY_KEY) -> Source:
+    return open_source(
+        plan.engine,
+        plan.store_class,
+        scanning=plan.keys is None,
+        model_label=plan.model_label,
+        using=plan.using,
+        bigger_than=plan.bigger_than,
+        batch_size=plan.batch_size,
+        sleep_time=plan.sleep_time,
+        key_range=keys,
+    )
+
+
+def read(
+    plan: Plan,
+    source: Source,
+    on_batch: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Read ``source`` as ``plan`` says; a store that fails leaves a partial outcome."""
+    decoder = Decoder(plan.store_class, expiry=getattr(source, "expiry", None), depth=plan.depth)
+    outcome = Outcome(Stats(now=plan.now, top=plan.top))
+    try:
+        outcome.partial = analyze(
+            source.scan() if plan.keys is None else source.lookup(plan.keys),
+            decoder,
+            outcome.stats,
+            sample=plan.sample,
+            limit=plan.limit,
+            on_batch=on_batch,
+        )
+        outcome.total_sessions = source.total_sessions()
+    except SourceError as error:
+        # The store went away: what was read is still worth reporting.
+        outcome.failure, outcome.partial = str(error), True
+    finally:
+        try:
+            source.close()
+        except Exception:  # A connection already gone has nothing to put back.
+            pass
+    if plan.keys is not None:
+        outcome.keys_listed, outcome.keys_not_found = source.keys_listed, source.keys_not_found
+    return outcome
+
+
+def read_in_parallel(plan: Plan, ranges: list[KeyRange]) -> Outcome:
+    """
+    Read each range of keys in a worker process of its own, and merge what
+    they read. The workers are forked, so they share the parent's settings;
+    each opens its own database connection.
+    """
+    global _plan
+    _plan = plan
+    connections.close_all()  # A forked worker must not share one.
+    with multiprocessing.get_context("fork").Pool(len(ranges)) as pool:
+        outcomes = pool.map(_read_range, ranges, chunksize=1)
+    merged = outcomes[0]
+    for outcome in outcomes[1:]:
+        merged.merge(outcome)
+    return merged
+
+
+_plan: Plan | None = None
+
+
+def _read_range(keys: KeyRange) -> Outcome:
+    assert _plan is not None
+    try:
+        return read(_plan, open_plan(_plan, keys))
+    finally:
+        connections.close_all()
+
+
+def _add(first: int | None, second: int | None) -> int | None:
+    return None if first is None or second is None else first + second

@@ -14,12 +14,17 @@ from typing import Any
 from analyze_sessions.decoding import FAILURES
 from analyze_sessions.patterns import key_pattern
 from analyze_sessions.sizes import format_size
-from analyze_sessions.stats import COOKIE_LIMIT, MEMCACHED_ITEM_LIMIT, LargeSession, Stats
+from analyze_sessions.stats import (
+    COOKIE_LIMIT,
+    KEY_PREFIX_LENGTH,
+    MEMCACHED_ITEM_LIMIT,
+    LargeSession,
+    Stats,
+)
 
 SCHEMA_VERSION = 1
 _CENTS = Decimal("0.01")
 _PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99))
-KEY_PREFIX_LENGTH = 6
 HISTOGRAM_WIDTH = 30
 
 

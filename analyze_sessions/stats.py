@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from analyze_sessions.decoding import DecodedSession
 from analyze_sessions.patterns import key_pattern
@@ -307,18 +308,7 @@ class Stats:
 
     def merge(self, other: Stats) -> None:
         """Add ``other``'s totals to these, as if its sessions were added here."""
-        for name in (
-            "processed",
-            "stored_bytes",
-            "payload_bytes",
-            "undecodable_bytes",
-            "unknown_key_sessions",
-            "unknown_key_bytes",
-            "expired_sessions",
-            "expired_bytes",
-            "over_cookie_limit",
-            "over_memcached_limit",
-        ):
+        for name in _TOTALS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for key, key_stats in other.keys.items():
             _key_stats(self.keys, key).merge(key_stats)
@@ -345,3 +335,92 @@ def _key_stats(table: dict[str, KeyStats], key: str) -> KeyStats:
     if key not in table:
         table[key] = KeyStats()
     return table[key]
+
+
+def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
+    """
+    ``stats`` as JSON values, from which from_state() makes them again, so
+    that the stats of shards run apart can be merged.
+
+    Session keys are cut to their first characters unless ``show_keys``.
+    """
+    sizes = stats.sizes
+    return {
+        "now": None if stats.now is None else stats.now.isoformat(),
+        "top": stats.top,
+        "totals": {name: getattr(stats, name) for name in _TOTALS},
+        "keys": {key: _triple(value) for key, value in stats.keys.items()},
+        "nested": {path: _triple(value) for path, value in stats.nested.items()},
+        "patterns": {p: [v.sessions, v.total_bytes] for p, v in stats.patterns.items()},
+        "undecodable": dict(stats.undecodable),
+        "users": {user: [v.sessions, v.stored_bytes] for user, v in stats.users.items()},
+        "sizes": {
+            "count": sizes.count,
+            "maximum": sizes.maximum,
+            "minimum": sizes.minimum,
+            "exact": sizes.exact,
+            "buckets": {str(bucket): count for bucket, count in sizes.buckets.items()},
+            "powers": {str(bits): count for bits, count in sizes.powers.items()},
+        },
+        "largest": [
+            [
+                session.stored_size,
+                session.key if show_keys else _cut(session.key),
+                None if session.expires_at is None else session.expires_at.isoformat(),
+                session.user_id,
+                session.largest_key,
+            ]
+            for session in stats.largest.largest_first()
+        ],
+    }
+
+
+def from_state(state: dict[str, Any]) -> Stats:
+    """The stats that to_state() wrote."""
+    stats = Stats(
+        now=None if state["now"] is None else datetime.fromisoformat(state["now"]),
+        top=state["top"],
+    )
+    for name, value in state["totals"].items():
+        setattr(stats, name, value)
+    stats.keys = {key: KeyStats(*value) for key, value in state["keys"].items()}
+    stats.nested = {path: KeyStats(*value) for path, value in state["nested"].items()}
+    stats.patterns = {p: PatternStats(*value) for p, value in state["patterns"].items()}
+    stats.undecodable = Counter(state["undecodable"])
+    stats.users = {user: UserStats(*value) for user, value in state["users"].items()}
+    sizes = stats.sizes
+    sizes.count = state["sizes"]["count"]
+    sizes.maximum = state["sizes"]["maximum"]
+    sizes.minimum = state["sizes"]["minimum"]
+    sizes.exact = state["sizes"]["exact"]
+    sizes.buckets = Counter({int(b): n for b, n in state["sizes"]["buckets"].items()})
+    sizes.powers = Counter({int(b): n for b, n in state["sizes"]["powers"].items()})
+    for size, key, expires, user_id, largest_key in state["largest"]:
+        expires_at = None if expires is None else datetime.fromisoformat(expires)
+        stats.largest.add(LargeSession(size, key, expires_at, user_id, largest_key))
+    return stats
+
+
+# Where the report shows a key cut short, and the state keeps one.
+KEY_PREFIX_LENGTH = 6
+_TOTALS = (
+    "processed",
+    "stored_bytes",
+    "payload_bytes",
+    "undecodable_bytes",
+    "unknown_key_sessions",
+    "unknown_key_bytes",
+    "expired_sessions",
+    "expired_bytes",
+    "over_cookie_limit",
+    "over_memcached_limit",
+)
+
+
+def _cut(key: str) -> str:
+    # Marked as cut, so that the report shows it as it shows a whole key cut.
+    return key if len(key) <= KEY_PREFIX_LENGTH else key[:KEY_PREFIX_LENGTH] + "\u2026"
+
+
+def _triple(value: KeyStats) -> list[int]:
+    return [value.sessions, value.total_bytes, value.max_bytes]

@@ -72,12 +72,14 @@ def open_source(
     bigger_than: int | None = None,
     batch_size: int = 1000,
     sleep_time: float = 0.0,
+    key_range: tuple[str | None, str | None] = (None, None),
 ) -> Source:
     """
     Return the source of the sessions that ``engine`` keeps.
 
     ``scanning`` says whether every session is to be read (rather than
-    listed ones), which some stores cannot do.
+    listed ones), which some stores cannot do. Only keys in ``key_range``
+    are read, listed or counted.
     """
     # Each module imports this one, for RawSession.
     from analyze_sessions.sources.cache import cache_source
@@ -88,6 +90,7 @@ def open_source(
         "bigger_than": bigger_than,
         "batch_size": batch_size,
         "sleep_time": sleep_time,
+        "key_range": key_range,
     }
     model = named_model(model_label) if model_label else session_model(engine, store_class)
     if model is not None:

@@ -16,6 +16,7 @@ from django.core.cache import BaseCache, InvalidCacheBackendError, caches
 from django.core.cache.backends.db import DatabaseCache
 from django.core.cache.backends.redis import RedisCache
 
+from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.sources import (
     RawSession,
     SourceError,
@@ -38,6 +39,7 @@ def cache_source(
     bigger_than: int | None,
     batch_size: int,
     sleep_time: float,
+    key_range: KeyRange = EVERY_KEY,
 ) -> CacheSource:
     """The source for the engine's cache: one that lists, where it can."""
     alias = settings.SESSION_CACHE_ALIAS
@@ -49,6 +51,7 @@ def cache_source(
         "bigger_than": bigger_than,
         "batch_size": batch_size,
         "sleep_time": sleep_time,
+        "key_range": key_range,
     }
     if isinstance(cache, RedisCache) or type(cache).__module__.startswith("django_redis."):
         return RedisSource(cache, store_class.cache_key_prefix, **options)
@@ -83,8 +86,10 @@ class CacheSource:
         bigger_than: int | None = None,
         batch_size: int = 1000,
         sleep_time: float = 0.0,
+        key_range: KeyRange = EVERY_KEY,
     ) -> None:
         self.cache = cache
+        self.key_range = key_range
         self.key_prefix = key_prefix
         self.bigger_than = bigger_than
         self.batch_size = batch_size
@@ -104,7 +109,7 @@ class CacheSource:
         raise UnsupportedEngine("This cache cannot list its keys: pass --ids-from.")
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        wanted = sorted(set(keys))
+        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
         self.keys_listed += len(wanted)
         for start in range(0, len(wanted), self.batch_size):
             chunk = wanted[start : start + self.batch_size]
@@ -197,7 +202,7 @@ class RedisSource(CacheSource):
             yield self._read(keys)[0]
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        wanted = sorted(set(keys))
+        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
         self.keys_listed += len(wanted)
         for start in range(0, len(wanted), self.batch_size):
             chunk = wanted[start : start + self.batch_size]
@@ -221,7 +226,7 @@ class RedisSource(CacheSource):
             for name in names:
                 text = name.decode("utf-8", errors="replace")
                 key = text[len(self._head) : len(text) - len(self._tail)]
-                if name not in seen and valid_key(key):
+                if name not in seen and valid_key(key) and in_range(key, self.key_range):
                     seen.add(name)
                     yield key, name
             if cursor == 0:

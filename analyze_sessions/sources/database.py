@@ -15,6 +15,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Length
 
+from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine, first_line
 
 T = TypeVar("T")
@@ -113,9 +114,11 @@ class DatabaseSource:
         bigger_than: int | None = None,
         batch_size: int = 1000,
         sleep_time: float = 0.0,
+        key_range: KeyRange = EVERY_KEY,
     ) -> None:
         self.model = model
         self.using = using
+        self.key_range = key_range
         self.bigger_than = bigger_than
         self.batch_size = batch_size
         self.sleep_time = sleep_time
@@ -152,7 +155,7 @@ class DatabaseSource:
         Keys are looked up in bounded batches. ``keys_listed`` and
         ``keys_not_found`` count the keys asked for and those not in the store.
         """
-        wanted = sorted(set(keys))
+        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
         self.keys_listed += len(wanted)
         # No store can hold a key with a NUL in it, and PostgreSQL refuses to
         # be asked for one.
@@ -227,7 +230,13 @@ class DatabaseSource:
             return found
 
     def _all(self) -> QuerySet[Model]:
-        return self.model._base_manager.using(self.using)
+        sessions: QuerySet[Model] = self.model._base_manager.using(self.using)
+        low, high = self.key_range
+        if low is not None:
+            sessions = sessions.filter(session_key__gte=low)
+        if high is not None:
+            sessions = sessions.filter(session_key__lt=high)
+        return sessions
 
     def _filtered(self) -> QuerySet[Model]:
         # The database measures the stored size, for the filter and the report

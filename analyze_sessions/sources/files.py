@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.file import SessionStore as FileSessionStore
 from django.core.exceptions import ImproperlyConfigured
 
+from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine, valid_key
 
 
@@ -32,7 +33,9 @@ class FileSource:
         bigger_than: int | None = None,
         batch_size: int = 1000,
         sleep_time: float = 0.0,
+        key_range: KeyRange = EVERY_KEY,
     ) -> None:
+        self.key_range = key_range
         try:
             self.directory: str = store_class._get_storage_path()  # type: ignore[attr-defined]
         except ImproperlyConfigured as error:
@@ -69,7 +72,7 @@ class FileSource:
             yield self._read(paths)[0]
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        wanted = sorted(set(keys))
+        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
         self.keys_listed += len(wanted)
         for start in range(0, len(wanted), self.batch_size):
             chunk = wanted[start : start + self.batch_size]
@@ -113,6 +116,7 @@ class FileSource:
                 if (
                     entry.name.startswith(self.prefix)
                     and valid_key(key)
+                    and in_range(key, self.key_range)
                     and entry.is_file(follow_symlinks=False)
                 ):
                     yield key, entry.path

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import sys
 from argparse import ArgumentParser
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import IO, Any
 
 from django.conf import settings
@@ -16,24 +18,21 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 from tqdm import tqdm
 
-from analyze_sessions.decoding import Decoder
-from analyze_sessions.pipeline import analyze
-from analyze_sessions.report import Report, render_csv, render_json, render_text
+from analyze_sessions.pipeline import Outcome, Plan, open_plan, read, read_in_parallel
+from analyze_sessions.report import Report, render_csv, render_text, to_json
+from analyze_sessions.shards import InvalidShard, key_range, parse_shard
 from analyze_sessions.sizes import InvalidSize, format_size, parse_size
-from analyze_sessions.sources import (
-    SourceError,
-    UnsupportedEngine,
-    open_source,
-    session_store_class,
-)
+from analyze_sessions.sources import UnsupportedEngine, session_store_class
+from analyze_sessions.sources.database import DatabaseSource
 from analyze_sessions.sources.keys import KeysFileError, read_session_keys
-from analyze_sessions.stats import Stats
+from analyze_sessions.stats import from_state, to_state
 
 # Bounds that keep a typo from holding a run, or a database, for ever.
 MAX_BATCH_SIZE = 100_000
 MAX_SLEEP_TIME = 3600.0
 MAX_TOP = 1000
 MAX_DEPTH = 10
+MAX_JOBS = 64
 
 
 class Command(BaseCommand):
@@ -112,6 +111,29 @@ class Command(BaseCommand):
             help="Mail the text report to the ADMINS, for cron, instead of printing it.",
         )
         parser.add_argument(
+            "--jobs",
+            default="1",
+            metavar="N",
+            help=(
+                "Read and decode in N processes, each with its own database "
+                "connection and its part of the keys. Defaults to 1."
+            ),
+        )
+        parser.add_argument(
+            "--shard",
+            metavar="K/N",
+            help=(
+                "Analyze only the K-th of N parts of the keys, so that N machines "
+                "can share a store; with --format json, merge them with --merge."
+            ),
+        )
+        parser.add_argument(
+            "--merge",
+            nargs="+",
+            metavar="REPORT",
+            help="Merge the JSON reports of shards into the report of them all.",
+        )
+        parser.add_argument(
             "--batch-size",
             default="1000",
             metavar="N",
@@ -133,26 +155,73 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        started = timezone.now()
+        if options["mail_admins"] and not settings.ADMINS:
+            raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
+        if options["merge"]:
+            outcome, document = self._merged(options["merge"])
+            report = Report.from_stats(
+                outcome.stats,
+                **_counts(outcome),
+                engine=document["engine"],
+                filters={**document["filters"], "shard": None},
+                depth=document["filters"].get("depth") or 0,
+                disk=document.get("disk"),
+                memcached=document["limits"]["over_memcached_limit"] is not None,
+            )
+            self._write(report, options, outcome)
+            return
+        plan, filters = self._plan(options)
+        jobs = whole_number("--jobs", options["jobs"], highest=MAX_JOBS)
+        shard, shards = (0, 1) if options["shard"] is None else self._shard(options["shard"])
+        try:
+            source = open_plan(plan, key_range(shard, shards))
+        except UnsupportedEngine as error:
+            raise CommandError(str(error)) from error
+        if jobs > 1:
+            if not isinstance(source, DatabaseSource):
+                raise CommandError("--jobs works with sessions kept in a database only.")
+            if plan.limit is not None:
+                raise CommandError("--limit and --jobs do not go together: pick one.")
+            # Each job reads its part of this shard's keys.
+            ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
+            outcome = read_in_parallel(plan, ranges)
+        else:
+            progress = self._progress(options["verbosity"])
+            try:
+                outcome = read(plan, source, None if progress is None else progress.update)
+            finally:
+                if progress is not None:
+                    progress.close()
+        if outcome.failure is not None and not outcome.stats.processed:
+            raise CommandError(outcome.failure)
+        disk = None
+        if outcome.failure is None and isinstance(source, DatabaseSource):
+            disk = source.disk_usage()
+        report = Report.from_stats(
+            outcome.stats,
+            **_counts(outcome),
+            engine=plan.engine,
+            filters={**filters, "shard": options["shard"]},
+            depth=plan.depth,
+            disk=disk,
+            memcached=_keeps_sessions_in_memcached(plan.store_class),
+        )
+        self._write(report, options, outcome, state=options["shard"] is not None)
+
+    def _plan(self, options: dict[str, Any]) -> tuple[Plan, dict[str, Any]]:
+        """The plan the options make, once they are checked."""
         engine = settings.SESSION_ENGINE
-        ids_from = options["ids_from"]
         sample = None if options["sample"] is None else rate("--sample", options["sample"])
         limit = None
         if options["limit"] is not None:
             limit = whole_number("--limit", options["limit"], highest=10**12)
-        top = whole_number("--top", options["top"], highest=MAX_TOP, lowest=0)
-        depth = whole_number("--depth", options["depth"], highest=MAX_DEPTH, lowest=0)
-        if options["mail_admins"] and not settings.ADMINS:
-            raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
         try:
             bigger_than = None
             if options["bigger_than"] is not None:
                 bigger_than = parse_size(options["bigger_than"])
-            store_class = session_store_class(engine)
-            source = open_source(
-                engine,
-                store_class,
-                scanning=ids_from is None,
+            plan = Plan(
+                engine=engine,
+                store_class=session_store_class(engine),
                 model_label=options["model"],
                 using=options["database"],
                 bigger_than=bigger_than,
@@ -160,74 +229,92 @@ class Command(BaseCommand):
                     "--batch-size", options["batch_size"], highest=MAX_BATCH_SIZE
                 ),
                 sleep_time=seconds("--sleep-time", options["sleep_time"], highest=MAX_SLEEP_TIME),
-            )
-            stdin: IO[Any] = options.get("stdin") or sys.stdin
-            keys = None if ids_from is None else read_session_keys(ids_from, stdin)
-        except (InvalidSize, UnsupportedEngine, KeysFileError) as error:
-            raise CommandError(str(error)) from error
-
-        decoder = Decoder(store_class, expiry=getattr(source, "expiry", None), depth=depth)
-        stats = Stats(now=started, top=top)
-        progress = self._progress(options["verbosity"])
-        failure: SourceError | None = None
-        total_sessions, disk = None, None
-        try:
-            partial = analyze(
-                source.scan() if keys is None else source.lookup(keys),
-                decoder,
-                stats,
                 sample=sample,
                 limit=limit,
-                on_batch=None if progress is None else progress.update,
+                depth=whole_number("--depth", options["depth"], highest=MAX_DEPTH, lowest=0),
+                top=whole_number("--top", options["top"], highest=MAX_TOP, lowest=0),
+                now=timezone.now(),
             )
-            total_sessions = source.total_sessions()
-            disk = source.disk_usage() if hasattr(source, "disk_usage") else None
-        except SourceError as error:
-            # The store went away: what was read is still worth reporting.
-            failure, partial = error, True
-        finally:
-            if progress is not None:
-                progress.close()
-            _close(source)
-        if failure is not None and not stats.processed:
-            raise CommandError(str(failure)) from failure
+            if options["ids_from"] is not None:
+                stdin: IO[Any] = options.get("stdin") or sys.stdin
+                plan.keys = read_session_keys(options["ids_from"], stdin)
+        except (InvalidSize, UnsupportedEngine, KeysFileError) as error:
+            raise CommandError(str(error)) from error
+        filters = {
+            "bigger_than": bigger_than,
+            "ids_from": options["ids_from"],
+            "model": options["model"],
+            "database": options["database"],
+            "sample": sample,
+            "limit": limit,
+            "depth": plan.depth,
+        }
+        return plan, filters
 
-        report = Report.from_stats(
-            stats,
-            total_sessions=total_sessions,
-            keys_listed=None if keys is None else source.keys_listed,
-            keys_not_found=None if keys is None else source.keys_not_found,
-            engine=engine,
-            filters={
-                "bigger_than": bigger_than,
-                "ids_from": ids_from,
-                "model": options["model"],
-                "database": options["database"],
-                "sample": sample,
-                "limit": limit,
-            },
-            depth=depth,
-            disk=disk,
-            memcached=_keeps_sessions_in_memcached(store_class),
-            partial=partial,
-        )
+    def _shard(self, text: str) -> tuple[int, int]:
+        try:
+            return parse_shard(text)
+        except InvalidShard as error:
+            raise CommandError(str(error)) from error
+
+    def _merged(self, paths: list[str]) -> tuple[Outcome, dict[str, Any]]:
+        """
+        The outcome of the shards whose JSON reports are at ``paths``, and
+        the first report, for what the shards share (engine, filters, disk).
+        """
+        merged: Outcome | None = None
+        for path in paths:
+            try:
+                with open(path, encoding="utf-8") as report_file:
+                    document = json.load(report_file)
+                state = document["state"]
+                outcome = Outcome(
+                    from_state(state),
+                    total_sessions=document["sessions"]["total"],
+                    keys_listed=state["keys_listed"],
+                    keys_not_found=document["sessions"]["not_found"],
+                    partial=document["partial"],
+                )
+            except OSError as error:
+                raise CommandError(f"Cannot read report '{path}': {error.strerror}.") from error
+            except (ValueError, KeyError, TypeError) as error:
+                raise CommandError(
+                    f"Cannot merge '{path}': it is not a JSON report of a shard "
+                    f"(made with --shard and --format json)."
+                ) from error
+            if merged is None:
+                merged, first = outcome, document
+            else:
+                merged.merge(outcome)
+        assert merged is not None
+        return merged, first
+
+    def _write(
+        self, report: Report, options: dict[str, Any], outcome: Outcome, state: bool = False
+    ) -> None:
+        if outcome.partial and outcome.failure is None and not report.partial:
+            report = replace(report, partial=True)
         if options["mail_admins"]:
             self._mail(report, human=options["human"], show_keys=options["show_keys"])
+        elif options["format"] == "json":
+            document = to_json(report, show_keys=options["show_keys"])
+            if state:
+                document["state"] = {
+                    **to_state(outcome.stats, show_keys=options["show_keys"]),
+                    "keys_listed": outcome.keys_listed,
+                }
+            self.stdout.write(json.dumps(document, indent=2))
         else:
             for line in self._render(report, options):
                 self.stdout.write(line)
-        if failure is not None:
-            raise CommandError(
-                f"{failure} The report covers the sessions read before."
-            ) from failure
-        if partial:
+        if outcome.failure is not None:
+            raise CommandError(f"{outcome.failure} The report covers the sessions read before.")
+        if outcome.partial:
             raise CommandError(
                 "Interrupted: the report covers the sessions read before.", returncode=130
             )
 
     def _render(self, report: Report, options: dict[str, Any]) -> Iterator[str]:
-        if options["format"] == "json":
-            return render_json(report, show_keys=options["show_keys"])
         if options["format"] == "csv":
             return render_csv(report)
         return render_text(report, human=options["human"], show_keys=options["show_keys"])
@@ -254,11 +341,13 @@ class Command(BaseCommand):
         return tqdm(file=stream, unit=" sessions", desc="Reading sessions", leave=False)
 
 
-def _close(source: Any) -> None:
-    try:
-        source.close()
-    except Exception:  # A connection already gone has nothing to put back.
-        pass
+def _counts(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "total_sessions": outcome.total_sessions,
+        "keys_listed": outcome.keys_listed,
+        "keys_not_found": outcome.keys_not_found,
+        "partial": outcome.partial,
+    }
 
 
 def _keeps_sessions_in_memcached(store_class: type[Any]) -> bool:

@@ -1,0 +1,189 @@
+"""Fast paths, jobs and shards give the report the plain way gives."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession, Decoder
+from analyze_sessions.shards import in_range, key_range
+from analyze_sessions.sources import RawSession
+from analyze_sessions.stats import Stats, from_state, to_state
+from tests.helpers import corrupt_session, run_command, session_via_view
+from tests.test_hostile import json_values
+
+NOW = datetime(2026, 11, 26, tzinfo=timezone.utc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), json_values, max_size=8), st.integers(0, 3))
+def test_measuring_while_parsing_equals_writing_again(
+    session: dict[str, object], depth: int
+) -> None:
+    data = SessionStore().encode(session)
+    raw = RawSession("k", data, None, len(data))
+    fast = Decoder(SessionStore, depth=depth)
+    plain = Decoder(SessionStore, depth=depth)
+    plain._compact_json = False
+
+    assert fast.decode(raw) == plain.decode(raw)
+
+
+sessions = st.builds(
+    DecodedSession,
+    stored_size=st.integers(0, 100_000),
+    payload_size=st.integers(0, 10_000),
+    entries=st.dictionaries(
+        st.sampled_from(["a", "cart", "q_1", "q_22", "x9y"]), st.integers(0, 500)
+    ),
+    failure=st.sampled_from([None, None, None, BAD_SIGNATURE, BAD_PAYLOAD]),
+    expires_at=st.one_of(st.none(), st.integers(-5, 5).map(lambda d: NOW + timedelta(days=d))),
+    key=st.text(string.ascii_lowercase + string.digits, min_size=8, max_size=8),
+    user_id=st.one_of(st.none(), st.sampled_from(["1", "2", "3"])),
+    unknown_key=st.booleans(),
+    nested=st.dictionaries(st.sampled_from(["cart[]", "a.b"]), st.integers(0, 50)),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(sessions, max_size=40), st.integers(1, 4), st.randoms())
+def test_stats_of_parts_merged_equal_the_stats_of_the_whole(
+    decoded: list[DecodedSession], parts: int, rng: random.Random
+) -> None:
+    whole = Stats(now=NOW, top=5)
+    split: list[Stats] = [Stats(now=NOW, top=5) for _ in range(parts)]
+    for session in decoded:
+        whole.add(session)
+        rng.choice(split).add(session)
+    merged = Stats(now=NOW, top=5)
+    for part in split:
+        # Through the JSON state, as shards on several machines are merged.
+        merged.merge(from_state(json.loads(json.dumps(to_state(part, show_keys=True)))))
+
+    assert merged == whole
+
+
+@given(st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=40), st.integers(1, 50))
+def test_each_key_is_in_exactly_one_range(key: str, count: int) -> None:
+    assert sum(in_range(key, key_range(index, count)) for index in range(count)) == 1
+
+
+def make_store() -> None:
+    rng = random.Random(7)
+    for n in range(40):
+        items = {"n": str(n), "cart": "x" * rng.randint(0, 300)}
+        if n % 7 == 0:
+            items[f"search_{rng.getrandbits(40):010x}"] = "results"
+        session_via_view(**items)
+    client = Client()
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_user("ada"))
+    corrupt_session("junk")
+    corrupt_session("a" * 5000)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("jobs", ["2", "3"])
+def test_jobs_give_the_report_one_process_gives(jobs: str) -> None:
+    make_store()
+
+    alone = run_command("--jobs=1", "--top=50")
+    together = run_command(f"--jobs={jobs}", "--top=50")
+
+    assert alone[0].startswith("Processed 43 sessions out of 43 total sessions\n")
+    assert together == alone
+
+
+@pytest.mark.django_db
+def test_shards_merged_give_the_report_of_the_whole(tmp_path: Path) -> None:
+    make_store()
+    paths = []
+    for shard in range(1, 4):
+        out, err, returncode = run_command(f"--shard={shard}/3", "--format=json", "--top=50")
+        assert (err, returncode) == ("", 0)
+        paths.append(tmp_path / f"shard-{shard}.json")
+        paths[-1].write_text(out)
+    processed = [json.loads(path.read_text())["sessions"]["processed"] for path in paths]
+
+    merged = run_command("--merge", *map(str, paths), "--top=50")
+    whole = run_command("--top=50")
+
+    assert sum(processed) == 43 and all(processed)
+    assert merged[0].splitlines() == whole[0].splitlines()
+    assert merged == whole
+
+
+@pytest.mark.django_db
+def test_shard_states_show_no_whole_key(tmp_path: Path) -> None:
+    keys = [session_via_view(n=str(n)) for n in range(5)]
+
+    out, _, _ = run_command("--shard=1/1", "--format=json")
+
+    assert not any(key in out for key in keys)
+    assert json.loads(out)["state"]["totals"]["processed"] == 5
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--jobs=0"], "--jobs must be a whole number from 1 to 64, not '0'."),
+        (["--jobs=2", "--limit=5"], "--limit and --jobs do not go together: pick one."),
+        (
+            ["--shard=4/3"],
+            "Invalid shard '4/3': give K/N, the K-th of N shards, with 1 <= K <= N <= 1000, "
+            "for example 1/3.",
+        ),
+        (
+            ["--shard=x"],
+            "Invalid shard 'x': give K/N, the K-th of N shards, with 1 <= K <= N "
+            "<= 1000, for example 1/3.",
+        ),  # fmt: skip
+        (
+            ["--merge", "/nonexistent/a.json"],
+            "Cannot read report '/nonexistent/a.json': No such file or directory.",
+        ),
+    ],
+)
+def test_bad_parallel_options(args: list[str], message: str) -> None:
+    assert run_command(*args) == ("", f"CommandError: {message}\n", 1)
+
+
+@pytest.mark.django_db
+def test_only_shard_reports_merge(tmp_path: Path) -> None:
+    session_via_view(n="1")
+    path = tmp_path / "whole.json"
+    path.write_text(run_command("--format=json")[0])
+
+    assert run_command("--merge", str(path)) == (
+        "",
+        f"CommandError: Cannot merge '{path}': it is not a JSON report of a shard (made with "
+        "--shard and --format json).\n",
+        1,
+    )
+
+
+@pytest.mark.django_db
+def test_jobs_need_a_database(tmp_path: Path) -> None:
+    from django.test import override_settings
+
+    with override_settings(
+        SESSION_ENGINE="django.contrib.sessions.backends.file", SESSION_FILE_PATH=str(tmp_path)
+    ):
+        result = run_command("--jobs=2")
+        from django.contrib.sessions.backends.file import SessionStore as FileSessionStore
+
+        if hasattr(FileSessionStore, "_storage_path"):
+            del FileSessionStore._storage_path
+
+    assert result == ("", "CommandError: --jobs works with sessions kept in a database only.\n", 1)
