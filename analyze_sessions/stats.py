@@ -18,7 +18,7 @@ MEMCACHED_ITEM_LIMIT = 1024 * 1024
 COOKIE_LIMIT = 4096
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyStats:
     """How often one session key was seen, and the bytes its entries took."""
 
@@ -37,7 +37,7 @@ class KeyStats:
         self.max_bytes = max(self.max_bytes, other.max_bytes)
 
 
-@dataclass
+@dataclass(slots=True)
 class PatternStats:
     """The sessions with keys of one pattern, and the bytes those entries took."""
 
@@ -49,7 +49,7 @@ class PatternStats:
         self.total_bytes += other.total_bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class UserStats:
     """The sessions one user is logged in with."""
 
@@ -243,8 +243,6 @@ class Stats:
 
     def __post_init__(self) -> None:
         self.largest = TopSessions(self.top)
-        # Each key's pattern, worked out once.
-        self._patterns_of: dict[str, str] = {}
 
     def add(self, session: DecodedSession) -> None:
         # Called once a session, millions of times: kept plain and inlined.
@@ -274,7 +272,7 @@ class Stats:
                 self.unknown_key_bytes += size
             return
         self.payload_bytes += session.payload_size
-        keys, patterns = self.keys, self._patterns_of
+        keys = self.keys
         in_patterns: dict[str, int] | None = None
         for key, entry_size in entries.items():
             key_stats = keys.get(key)
@@ -284,9 +282,7 @@ class Stats:
             key_stats.total_bytes += entry_size
             if entry_size > key_stats.max_bytes:
                 key_stats.max_bytes = entry_size
-            pattern = patterns.get(key)
-            if pattern is None:
-                pattern = patterns[key] = key_pattern(key)
+            pattern = key_pattern(key)  # Cached, in bounded memory.
             # Only a key with ids in it shares its pattern with other keys.
             if pattern != key:
                 if in_patterns is None:

@@ -27,7 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / ".data"
-VARIANTS = ("floor", "by_hand", "legacy_2013", "analyze_jobs_1", "analyze_jobs_2")
+VARIANTS = (
+    "floor",
+    "by_hand",
+    "legacy_2013",
+    "analyze_jobs_1",
+    "analyze_jobs_2",
+    "analyze_ids_from",
+)
 
 
 def sessions(count: int, seed: int = 2013) -> Iterator[tuple[str, str, str]]:
@@ -106,6 +113,18 @@ def sqlite_store(count: int) -> Path:
     return path
 
 
+def ids_file(store: Path) -> Path:
+    """A file listing every key in ``store``, for --ids-from."""
+    path = store.with_suffix(".ids")
+    if not path.exists():
+        database = sqlite3.connect(store)
+        with open(path, "w") as ids:
+            for (key,) in database.execute("SELECT session_key FROM django_session"):
+                ids.write(f"{key}\n")
+        database.close()
+    return path
+
+
 def measure(variant: str, env: dict[str, str]) -> dict[str, float]:
     started = time.perf_counter()
     result = subprocess.run(
@@ -156,6 +175,7 @@ def main() -> None:
     for variant in args.variants:
         count = args.legacy_sessions if variant == "legacy_2013" else args.sessions
         env["BENCHMARK_DB_NAME"] = str(sqlite_store(count))
+        env["BENCHMARK_IDS"] = str(ids_file(sqlite_store(count)))
         results[variant] = measure(variant, env)
         print(f"  {variant}: {results[variant]['seconds']:.2f}s", file=sys.stderr)
     print(table(f"SQLite, {args.sessions} sessions", results))
