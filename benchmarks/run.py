@@ -148,10 +148,11 @@ def table(title: str, results: dict[str, dict[str, float]]) -> str:
     ]
     for variant, result in results.items():
         workers = result["workers_peak_rss_kib"] / 1024
+        # The 2013 algorithm runs on fewer sessions: no ratio to the floor.
+        ratio = "-" if variant == "legacy_2013" else f"{result['seconds'] / floor:.2f}"
         lines.append(
             f"{variant:<16} {int(result['sessions']):>9} {result['seconds']:>8.2f} "
-            f"{result['seconds'] / floor if variant != 'legacy_2013' else float('nan'):>8.2f} "
-            f"{result['peak_rss_kib'] / 1024:>7.1f}MB "
+            f"{ratio:>8} {result['peak_rss_kib'] / 1024:>7.1f}MB "
             f"{(f'{workers:.1f}MB' if workers else '-'):>8}"
         )
     return "\n".join(lines)
