@@ -129,11 +129,8 @@ def section(out: str, title: str) -> list[str]:
     raise AssertionError(f"No section {title!r} in:\n{out}")
 
 
-# What the PostgreSQL source sends around its reads to make them read-only.
-READ_ONLY_STATEMENTS = {
-    "SET default_transaction_read_only = on",
-    "RESET default_transaction_read_only",
-}
+# What the PostgreSQL source sends before each read to make it read-only.
+READ_ONLY_STATEMENTS = {"SET TRANSACTION READ ONLY"}
 
 
 def writes(queries: list[dict[str, str]]) -> list[str]:

@@ -395,9 +395,7 @@ def test_queries_are_selects_one_per_batch(batch_size: int) -> None:
     # Full pages, then the short (or empty) page that ends, then a count
     # and, where the database tells, the size of the table on disk.
     disk = 1 if connection.vendor in ("sqlite", "postgresql", "mysql") else 0
-    # On PostgreSQL, two more: the connection is made read-only, then back.
-    read_only = 2 if connection.vendor == "postgresql" else 0
-    assert len(queries) == 23 // batch_size + 1 + 1 + disk + read_only
+    assert len(queries) == 23 // batch_size + 1 + 1 + disk
     assert writes(queries.captured_queries) == []
 
 

@@ -277,8 +277,11 @@ def test_memcached_sees_no_write(memcached_location: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.django_db(transaction=True)
-def test_postgresql_refuses_writes_during_a_scan(monkeypatch: pytest.MonkeyPatch) -> None:
-    from django.db import connection
+def test_postgresql_reads_in_read_only_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from analyze_sessions.sources.database import DatabaseSource
 
     if connection.vendor != "postgresql":
         pytest.skip(
@@ -287,21 +290,26 @@ def test_postgresql_refuses_writes_during_a_scan(monkeypatch: pytest.MonkeyPatch
     for n in range(3):
         session_via_view(n=str(n))
     attempts: list[str] = []
+    fetch = DatabaseSource._fetch
 
-    def try_to_write(seconds: float) -> None:
-        with connection.cursor() as cursor:
-            try:
+    def fetch_after_trying_to_write(self: DatabaseSource, rows: object) -> object:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute("UPDATE django_session SET session_data = ''")
-            except Exception as error:
-                attempts.append(str(error).splitlines()[0])
+        except Exception as error:
+            attempts.append(str(error).splitlines()[0])
+        return fetch(self, rows)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("analyze_sessions.sources.database.time.sleep", try_to_write)
+    monkeypatch.setattr(DatabaseSource, "_fetch", fetch_after_trying_to_write)
 
-    out, _, returncode = run_command("--batch-size=2", "--sleep-time=1")
+    with CaptureQueriesContext(connection) as queries:
+        out, _, returncode = run_command("--batch-size=2")
 
-    # Tried between the pages, and before the count.
     assert attempts == ["cannot execute UPDATE in a read-only transaction"] * 2
     assert returncode == 0 and out.startswith("Processed 3 sessions")
-    # And the connection is writable again once the command is done.
+    # Every read but the table's size on disk follows its own SET.
+    reads = [q["sql"] for q in queries if q["sql"].startswith("SELECT ")]
+    assert sum(q["sql"] == "SET TRANSACTION READ ONLY" for q in queries) == len(reads) - 1
+    # And the connection writes again once the command is done.
     with connection.cursor() as cursor:
         cursor.execute("UPDATE django_session SET expire_date = expire_date")

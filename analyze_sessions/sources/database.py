@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from django.apps import apps
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Length
 
@@ -126,7 +126,6 @@ class DatabaseSource:
         self.keys_not_found = 0
         self._queried = False
         self._worked = False
-        self._read_only_connection: Any = None
 
     def total_sessions(self) -> int:
         """Count every session in the store, whatever the filters."""
@@ -253,13 +252,7 @@ class DatabaseSource:
         return max(1, min(self.batch_size, limit - 1, MAX_KEYS_PER_QUERY))
 
     def close(self) -> None:
-        """Give the connection back as it was: writable, for whoever uses it next."""
-        connection = connections[self.using]
-        if self._read_only_connection is not None and connection.connection is not None:
-            if connection.connection is self._read_only_connection:
-                with connection.cursor() as cursor:
-                    cursor.execute("RESET default_transaction_read_only")
-        self._read_only_connection = None
+        """Nothing to put back: each read runs in a transaction of its own."""
 
     def _run(self, query: Callable[..., T], *args: Any) -> T:
         """
@@ -274,8 +267,7 @@ class DatabaseSource:
         self._queried = True
         for delay in (*self.retry_delays, None):
             try:
-                self._make_read_only()
-                result = query(*args)
+                result = self._read_only(query, *args)
                 self._worked = True
                 return result
             except DatabaseError as error:
@@ -290,23 +282,19 @@ class DatabaseSource:
             time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _make_read_only(self) -> None:
-        # PostgreSQL can refuse writes outright: every transaction on this
-        # connection is read-only until close() puts it back.
+    def _read_only(self, query: Callable[..., T], *args: Any) -> T:
+        # PostgreSQL can refuse writes outright: each read runs in a
+        # transaction declared read-only, which holds even through a pooler
+        # (PgBouncer) that hands each transaction its own server connection.
         connection = connections[self.using]
-        if connection.vendor != "postgresql":
-            return
-        connection.ensure_connection()
-        if connection.connection is not self._read_only_connection:
+        if connection.vendor != "postgresql" or not connection.get_autocommit():
+            return query(*args)
+        with transaction.atomic(using=self.using):
             with connection.cursor() as cursor:
-                cursor.execute("SET default_transaction_read_only = on")
-            self._read_only_connection = connection.connection
+                cursor.execute("SET TRANSACTION READ ONLY")
+            return query(*args)
 
     def _connection_lost(self, error: DatabaseError) -> bool:
-        if not isinstance(error, (OperationalError, InterfaceError)):
-            return False  # A query the database refused: trying again will not help.
-        connection = connections[self.using]
-        try:
-            return connection.connection is None or not connection.is_usable()
-        except Exception:
-            return True
+        # The errors a lost connection raises; a query the database refused
+        # raises others, and would only fail again.
+        return isinstance(error, (OperationalError, InterfaceError))
