@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -124,7 +126,11 @@ def read(
             limit=plan.limit,
             on_batch=on_batch,
         )
-        outcome.total_sessions = source.total_sessions()
+        # Whoever pressed Ctrl-C wants the report now, not a count first.
+        if not outcome.partial:
+            outcome.total_sessions = source.total_sessions()
+    except KeyboardInterrupt:
+        outcome.partial = True
     except SourceError as error:
         # The store went away: what was read is still worth reporting.
         outcome.failure, outcome.partial = str(error), True
@@ -142,26 +148,48 @@ def read_in_parallel(plan: Plan, ranges: list[KeyRange]) -> Outcome:
     """
     Read each range of keys in a worker process of its own, and merge what
     they read. The workers are forked, so they share the parent's settings;
-    each opens its own database connection.
+    each opens its own database connection. Ctrl-C tells them to stop after
+    their batch, and what they read is still merged.
     """
-    global _plan
-    _plan = plan
+    global _plan, _stop
+    context = multiprocessing.get_context("fork")
+    _plan, _stop = plan, context.Event()
     connections.close_all()  # A forked worker must not share one.
-    with multiprocessing.get_context("fork").Pool(len(ranges)) as pool:
-        outcomes = pool.map(_read_range, ranges, chunksize=1)
+    interrupted = False
+    with context.Pool(len(ranges), initializer=_ignore_interrupts) as pool:
+        result = pool.map_async(_read_range, ranges, chunksize=1)
+        while not result.ready():
+            try:
+                result.wait(0.2)
+            except KeyboardInterrupt:
+                interrupted = True
+                _stop.set()
+        outcomes = result.get()
     merged = outcomes[0]
     for outcome in outcomes[1:]:
         merged.merge(outcome)
+    merged.partial = merged.partial or interrupted
     return merged
 
 
 _plan: Plan | None = None
+_stop: Any = None
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _read_range(keys: KeyRange) -> Outcome:
     assert _plan is not None
+
+    def stop_if_asked(sessions: int) -> None:
+        if _stop.is_set():
+            raise KeyboardInterrupt
+
     try:
-        return read(_plan, open_plan(_plan, keys))
+        return read(_plan, open_plan(_plan, keys), on_batch=stop_if_asked)
     finally:
         connections.close_all()
 

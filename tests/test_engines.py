@@ -355,3 +355,33 @@ def test_redis_reads_in_throttled_batches(
 
     assert out.splitlines()[0] == "Processed 5 sessions out of 5 total sessions"
     assert pauses == [0.25, 0.25]  # Three batches: 2, 2 and 1.
+
+
+def test_file_totals_after_a_limited_scan_and_impossible_keys(
+    session_files: Path, tmp_path: Path
+) -> None:
+    for n in range(6):
+        session_via_view(n=str(n))
+    ids = tmp_path / "ids"
+    ids.write_text("a" * 300 + "\n" + "b" * 150 + "\n")
+
+    limited, _, _ = run_command("--limit=2", "--batch-size=3")
+    listed, err, returncode = run_command(f"--ids-from={ids}")
+
+    assert limited.startswith("Processed 2 sessions out of 6 total sessions\n")
+    # A key too long to name a file is not there; no error, no key printed.
+    assert (err, returncode) == ("", 0)
+    assert section(listed, "Totals")[-1] == "Listed keys not found: 2 of 2"
+
+
+def test_redis_listed_keys_not_found_with_bigger_than(redis_location: str, tmp_path: Path) -> None:
+    redis.Redis.from_url(redis_location).flushdb()
+    with override_settings(
+        SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": redis_caches(redis_location)[0]}
+    ):
+        keys = two_sessions()
+        (tmp_path / "ids").write_text("\n".join([*keys, "missing1", "missing2"]))
+
+        out, _, _ = run_command(f"--ids-from={tmp_path / 'ids'}", "--bigger-than=1")
+
+    assert section(out, "Totals")[-1] == "Listed keys not found: 2 of 4"

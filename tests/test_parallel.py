@@ -187,3 +187,46 @@ def test_jobs_need_a_database(tmp_path: Path) -> None:
             del FileSessionStore._storage_path
 
     assert result == ("", "CommandError: --jobs works with sessions kept in a database only.\n", 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("shards", "message"),
+    [
+        (["1/2", "1/2"], "Cannot merge: shard 1/2 given twice, shard 2/2 missing."),
+        (["1/3", "3/3"], "Cannot merge: shard 2/3 missing."),
+        (["1/2", "1/3"], "Cannot merge: the reports are not the shards of one split (K/N)."),
+    ],
+)
+def test_merge_takes_each_shard_once(shards: list[str], message: str, tmp_path: Path) -> None:
+    for n in range(6):
+        session_via_view(n=str(n))
+    paths = []
+    for number, shard in enumerate(shards):
+        paths.append(tmp_path / f"{number}.json")
+        paths[-1].write_text(run_command(f"--shard={shard}", "--format=json")[0])
+
+    assert run_command("--merge", *map(str, paths)) == ("", f"CommandError: {message}\n", 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_interrupted_report_what_they_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(8):
+        session_via_view(n=str(n))
+    decode = Decoder.decode
+
+    def interrupted(self: Decoder, raw: RawSession) -> DecodedSession:
+        if raw.key > "o":  # The sessions of the second job's range, and some.
+            raise KeyboardInterrupt
+        return decode(self, raw)
+
+    monkeypatch.setattr(Decoder, "decode", interrupted)  # Forked workers inherit it.
+
+    out, err, returncode = run_command("--jobs=2", "--batch-size=1")
+
+    assert out.startswith("Processed ")
+    assert "Partial: interrupted after" in out
+    assert (err, returncode) == (
+        "CommandError: Interrupted: the report covers the sessions read before.\n",
+        130,
+    )

@@ -32,8 +32,15 @@ class RawSession(NamedTuple):
 
 
 def valid_key(key: str) -> bool:
-    """Whether ``key`` is made of the characters Django makes session keys of."""
-    return bool(key) and set(key) <= _VALID_KEY_CHARS
+    """
+    Whether ``key`` could be a session key: made of the characters Django
+    makes them of, and short enough to name a file or a cache entry.
+    """
+    return 0 < len(key) <= MAX_KEY_LENGTH and set(key) <= _VALID_KEY_CHARS
+
+
+# Django's keys are 32 characters; file names stop at 255, memcached's keys at 250.
+MAX_KEY_LENGTH = 200
 
 
 _VALID_KEY_CHARS = frozenset(VALID_KEY_CHARS)

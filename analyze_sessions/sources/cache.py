@@ -190,16 +190,18 @@ class RedisSource(CacheSource):
         return self._sessions_seen
 
     def scan(self) -> Iterator[list[RawSession]]:
-        self._sessions_seen = 0
+        # Counted as it goes; kept as the total only if the scan gets to the end.
+        seen = 0
         keys: list[tuple[str, bytes]] = []
         for key in self._scan_keys():
-            self._sessions_seen += 1
+            seen += 1
             keys.append(key)
             if len(keys) == self.batch_size:
                 yield self._read(keys)[0]
                 keys = []
         if keys:
             yield self._read(keys)[0]
+        self._sessions_seen = seen
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
@@ -235,23 +237,20 @@ class RedisSource(CacheSource):
     def _read(self, names: list[tuple[str, bytes]]) -> tuple[list[RawSession], int]:
         """The sessions named that pass the size filter, and how many are gone."""
         self._pause()
-        try:
-            if self.bigger_than is not None and names:
-                sizes = self._pipeline("strlen", [name for _, name in names])
-                names = [
-                    pair for pair, size in zip(names, sizes, strict=True) if size > self.bigger_than
-                ]
-            if not names:
-                return [], 0
-            pipeline = self._client.pipeline(transaction=False)
-            pipeline.mget([name for _, name in names])
-            for _, name in names:
-                pipeline.pttl(name)
-            values, *ttls = pipeline.execute()
-        except Exception as error:
-            raise SourceError(f"Cannot read sessions from Redis: {first_line(error)}.") from error
+        missing = 0
+        if self.bigger_than is not None and names:
+            sizes = self._retrying(
+                "read sessions from", partial(self._pipeline, "strlen", [n for _, n in names])
+            )
+            # STRLEN says 0 for a key that is not there.
+            missing = sum(1 for size in sizes if size == 0)
+            bigger = [size > self.bigger_than for size in sizes]
+            names = [pair for pair, keep in zip(names, bigger, strict=True) if keep]
+        if not names:
+            return [], missing
+        values, *ttls = self._retrying("read sessions from", partial(self._values, names))
         now = datetime.now(timezone.utc)
-        batch, missing = [], 0
+        batch = []
         for (key, _), value, ttl in zip(names, values, ttls, strict=True):
             if value is None:
                 missing += 1  # Never there, or expired since it was listed.

@@ -60,16 +60,18 @@ class FileSource:
         pass
 
     def scan(self) -> Iterator[list[RawSession]]:
-        self._sessions_seen = 0
+        # Counted as it goes; kept as the total only if the scan gets to the end.
+        seen = 0
         paths: list[tuple[str, str]] = []
         for key, path in self._session_files():
-            self._sessions_seen += 1
+            seen += 1
             paths.append((key, path))
             if len(paths) == self.batch_size:
                 yield self._read(paths)[0]
                 paths = []
         if paths:
             yield self._read(paths)[0]
+        self._sessions_seen = seen
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
@@ -138,8 +140,10 @@ class FileSource:
                 missing += 1  # Never there, or gone since it was listed.
                 continue
             except OSError as error:
+                # The file's name holds the session key: show only its start.
                 raise SourceError(
-                    f"Cannot read session file '{path}': {error.strerror}."
+                    f"Cannot read the session file {self.prefix}{key[:6]}\u2026 in "
+                    f"'{self.directory}': {error.strerror}."
                 ) from error
             modified = datetime.fromtimestamp(status.st_mtime, tz=timezone.utc)
             # Django writes ASCII; anything else is junk, kept as junk.

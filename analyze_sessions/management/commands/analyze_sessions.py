@@ -182,6 +182,11 @@ class Command(BaseCommand):
                 raise CommandError("--jobs works with sessions kept in a database only.")
             if plan.limit is not None:
                 raise CommandError("--limit and --jobs do not go together: pick one.")
+            if connections[plan.using].settings_dict.get("OPTIONS", {}).get("pool"):
+                raise CommandError(
+                    "--jobs cannot share a database connection pool between processes: "
+                    "run it with a database alias that has no OPTIONS['pool']."
+                )
             # Each job reads its part of this shard's keys.
             ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
             outcome = read_in_parallel(plan, ranges)
@@ -195,7 +200,7 @@ class Command(BaseCommand):
         if outcome.failure is not None and not outcome.stats.processed:
             raise CommandError(outcome.failure)
         disk = None
-        if outcome.failure is None and isinstance(source, DatabaseSource):
+        if not outcome.partial and isinstance(source, DatabaseSource):
             disk = source.disk_usage()
         report = Report.from_stats(
             outcome.stats,
@@ -263,6 +268,7 @@ class Command(BaseCommand):
         the first report, for what the shards share (engine, filters, disk).
         """
         merged: Outcome | None = None
+        shards: list[str | None] = []
         for path in paths:
             try:
                 with open(path, encoding="utf-8") as report_file:
@@ -282,11 +288,13 @@ class Command(BaseCommand):
                     f"Cannot merge '{path}': it is not a JSON report of a shard "
                     f"(made with --shard and --format json)."
                 ) from error
+            shards.append(document["filters"].get("shard"))
             if merged is None:
                 merged, first = outcome, document
             else:
                 merged.merge(outcome)
         assert merged is not None
+        _check_shards(shards)
         return merged, first
 
     def _write(
@@ -339,6 +347,22 @@ class Command(BaseCommand):
             return None
         stream: Any = self.stderr._out
         return tqdm(file=stream, unit=" sessions", desc="Reading sessions", leave=False)
+
+
+def _check_shards(shards: list[str | None]) -> None:
+    """Each of N shards, once: anything else would count sessions twice, or miss some."""
+    parsed = [parse_shard(shard) for shard in shards if shard is not None]
+    counts = {count for _, count in parsed}
+    if len(parsed) < len(shards) or len(counts) != 1:
+        raise CommandError("Cannot merge: the reports are not the shards of one split (K/N).")
+    [count] = counts
+    given = sorted(index for index, _ in parsed)
+    if given != list(range(count)):
+        twice = sorted({index + 1 for index in given if given.count(index) > 1})
+        missing = sorted(set(range(1, count + 1)) - {index + 1 for index in given})
+        problems = [f"shard {k}/{count} given twice" for k in twice]
+        problems += [f"shard {k}/{count} missing" for k in missing]
+        raise CommandError(f"Cannot merge: {', '.join(problems)}.")
 
 
 def _counts(outcome: Outcome) -> dict[str, Any]:
