@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import json.decoder
 import json.scanner
@@ -14,6 +16,7 @@ from typing import Any
 
 from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
+from django.utils.encoding import force_bytes
 
 from analyze_sessions.sources import RawSession
 
@@ -74,6 +77,7 @@ class Decoder:
         self._empty_payload_size = len(self._serializer.dumps({}))
         self._depth = depth
         self._signer = signing.TimestampSigner(salt=self._store.key_salt)
+        self._unsign = SessionVerifier(self._signer).unsign
         self._engine_decodes = store_class.decode is not SessionBase.decode
         # Where the store's own record of the expiry is not the whole story.
         self._expiry = expiry
@@ -151,7 +155,7 @@ class Decoder:
         # raise TypeError, for one), as Django's own decode() does. The
         # serializer only ever sees data whose signature verified.
         try:
-            encoded = self._signer.unsign(data).encode()
+            encoded = self._unsign(data).encode()
         except Exception:
             raise _Undecodable(BAD_SIGNATURE) from None
         try:
@@ -194,6 +198,39 @@ class Decoder:
             key=raw.key,
             unknown_key=unknown_key,
         )
+
+
+class SessionVerifier:
+    """
+    Verifies signed values as ``signer.unsign()`` does, but derives the HMAC
+    key of each secret once, where salted_hmac() derives it again on every
+    call: the same answers, in less time a session.
+    """
+
+    def __init__(self, signer: signing.TimestampSigner) -> None:
+        self._sep = signer.sep
+        self._hasher = getattr(hashlib, signer.algorithm)
+        salt = force_bytes(signer.salt) + b"signer"
+        self._keys = [
+            self._hasher(salt + force_bytes(key or signer.key)).digest()
+            for key in [signer.key, *signer.fallback_keys]
+        ]
+
+    def unsign(self, signed_value: str) -> str:
+        """The value signed, less its timestamp; BadSignature if it was not signed so."""
+        if self._sep not in signed_value:
+            raise signing.BadSignature(f'No "{self._sep}" found in value')
+        value, signature = signed_value.rsplit(self._sep, 1)
+        message, signature_bytes = force_bytes(value), force_bytes(signature)
+        for key in self._keys:
+            expected = signing.b64_encode(hmac.new(key, message, self._hasher).digest())
+            if hmac.compare_digest(signature_bytes, expected):
+                break
+        else:
+            raise signing.BadSignature("Signature does not match")
+        value, timestamp = value.rsplit(self._sep, 1)
+        signing.b62_decode(timestamp)
+        return value
 
 
 _scan_value = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]

@@ -5,16 +5,24 @@ from __future__ import annotations
 import json
 import random
 import string
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
+from django.core import signing
 from django.test import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession, Decoder
+from analyze_sessions.decoding import (
+    BAD_PAYLOAD,
+    BAD_SIGNATURE,
+    DecodedSession,
+    Decoder,
+    SessionVerifier,
+)
 from analyze_sessions.shards import in_range, key_range
 from analyze_sessions.sources import RawSession
 from analyze_sessions.stats import Stats, from_state, to_state
@@ -230,3 +238,31 @@ def test_jobs_interrupted_report_what_they_read(monkeypatch: pytest.MonkeyPatch)
         "CommandError: Interrupted: the report covers the sessions read before.\n",
         130,
     )
+
+
+def _signed(text: str, key: str, cut: int) -> str:
+    signed = signing.TimestampSigner(key=key, salt=SALT).sign(text)
+    return signed[: len(signed) - cut] if cut else signed
+
+
+SALT = "django.contrib.sessions.SessionStore"
+signed_values = st.builds(
+    _signed,
+    st.text(),
+    st.sampled_from(["analyze-sessions-tests", "analyze-sessions-tests-retired", "another"]),
+    st.sampled_from([0, 0, 1, 5]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), signed_values))
+def test_the_verifier_answers_as_the_signer_does(data: str) -> None:
+    signer = signing.TimestampSigner(salt=SALT)
+
+    def answer(unsign: Callable[[str], str]) -> tuple[bool, str | None]:
+        try:
+            return True, unsign(data)
+        except Exception:
+            return False, None
+
+    assert answer(SessionVerifier(signer).unsign) == answer(signer.unsign)
