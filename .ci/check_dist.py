@@ -11,6 +11,7 @@ REQUIRED = {
     "analyze_sessions/__init__.py",
     "analyze_sessions/apps.py",
     "analyze_sessions/py.typed",
+    "analyze_sessions/report.schema.json",
     "analyze_sessions/management/commands/analyze_sessions.py",
     "analyze_sessions/management/commands/analyze-sessions.py",
 }
