@@ -134,11 +134,6 @@ def read(
     except SourceError as error:
         # The store went away: what was read is still worth reporting.
         outcome.failure, outcome.partial = str(error), True
-    finally:
-        try:
-            source.close()
-        except Exception:  # A connection already gone has nothing to put back.
-            pass
     if plan.keys is not None:
         outcome.keys_listed, outcome.keys_not_found = source.keys_listed, source.keys_not_found
     return outcome

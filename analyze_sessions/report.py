@@ -120,7 +120,8 @@ class Report:
         """The report of ``stats``; ``context`` sets the fields stats do not know."""
         patterns: dict[str, int] = {}
         for key in stats.keys:
-            patterns[key_pattern(key)] = patterns.get(key_pattern(key), 0) + 1
+            pattern = key_pattern(key)
+            patterns[pattern] = patterns.get(pattern, 0) + 1
         users = sorted(stats.users.items(), key=lambda item: (-item[1].stored_bytes, item[0]))
         return cls(
             total_sessions=total_sessions,
@@ -498,8 +499,14 @@ def _key_json(line: KeyLine, payload_bytes: int) -> dict[str, Any]:
     }
 
 
-def render_json(report: Report, *, show_keys: bool = False) -> Iterator[str]:
-    yield json.dumps(to_json(report, show_keys=show_keys), indent=2, sort_keys=False)
+def render_json(
+    report: Report, *, show_keys: bool = False, state: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """The JSON report; with a shard's ``state``, for --merge to read."""
+    document = to_json(report, show_keys=show_keys)
+    if state is not None:
+        document["state"] = state
+    yield json.dumps(document, indent=2)
 
 
 CSV_HEADER = ("key", "sessions", "total_bytes", "mean_bytes", "max_bytes", "share")

@@ -13,6 +13,8 @@ from django.contrib.sessions.backends import signed_cookies
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
 from django.db import DEFAULT_DB_ALIAS
 
+from analyze_sessions.shards import in_range
+
 
 class RawSession(NamedTuple):
     """
@@ -132,5 +134,62 @@ class Source(Protocol):
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         """The listed sessions that pass the filters, a batch at a time."""
 
-    def close(self) -> None:
-        """Leave the store's connection as it was found."""
+
+class ListingSource:
+    """
+    What the stores that name each session by its key (files, Redis) share:
+    list the names, read them a batch at a time, count what was listed.
+
+    Subclasses set ``batch_size``, ``key_range``, ``keys_listed``,
+    ``keys_not_found`` and ``_sessions_seen``, and say how to list the
+    session names (``_listed``), name one session (``_name``) and read a
+    batch of names (``_read``: the sessions, and how many were gone).
+    """
+
+    batch_size: int
+    key_range: tuple[str | None, str | None]
+    keys_listed: int
+    keys_not_found: int
+    _sessions_seen: int | None
+
+    def total_sessions(self) -> int:
+        """Count the sessions; after a whole scan, the ones it listed."""
+        if self._sessions_seen is None:
+            self._sessions_seen = sum(1 for _ in self._listed())
+        return self._sessions_seen
+
+    def scan(self) -> Iterator[list[RawSession]]:
+        # Counted as it goes; kept as the total only if the scan gets to the end.
+        seen = 0
+        names: list[tuple[str, Any]] = []
+        for name in self._listed():
+            seen += 1
+            names.append(name)
+            if len(names) == self.batch_size:
+                yield self._read(names)[0]
+                names = []
+        if names:
+            yield self._read(names)[0]
+        self._sessions_seen = seen
+
+    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
+        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
+        self.keys_listed += len(wanted)
+        for start in range(0, len(wanted), self.batch_size):
+            chunk = wanted[start : start + self.batch_size]
+            # Only a key that could be a session key is looked for: no path
+            # or pattern can be smuggled in with one.
+            names = [(key, self._name(key)) for key in chunk if valid_key(key)]
+            batch, missing = self._read(names)
+            self.keys_not_found += len(chunk) - len(names) + missing
+            if batch:
+                yield batch
+
+    def _listed(self) -> Iterator[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def _name(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def _read(self, names: list[tuple[str, Any]]) -> tuple[list[RawSession], int]:
+        raise NotImplementedError

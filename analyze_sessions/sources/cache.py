@@ -18,6 +18,7 @@ from django.core.cache.backends.redis import RedisCache
 
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.sources import (
+    ListingSource,
     RawSession,
     SourceError,
     UnsupportedEngine,
@@ -102,9 +103,6 @@ class CacheSource:
         """None: such a cache cannot count its sessions."""
         return None
 
-    def close(self) -> None:
-        pass
-
     def scan(self) -> Iterator[list[RawSession]]:
         raise UnsupportedEngine("This cache cannot list its keys: pass --ids-from.")
 
@@ -152,7 +150,7 @@ class CacheSource:
         self._batches += 1
 
 
-class RedisSource(CacheSource):
+class RedisSource(ListingSource, CacheSource):
     """
     Read sessions from Redis, through Django's RedisCache or django-redis.
 
@@ -183,42 +181,10 @@ class RedisSource(CacheSource):
         self._sessions_seen: int | None = None
         self._worked = False
 
-    def total_sessions(self) -> int:
-        """Count the session keys; after a scan, the ones it saw."""
-        if self._sessions_seen is None:
-            self._sessions_seen = sum(1 for _ in self._scan_keys())
-        return self._sessions_seen
+    def _name(self, key: str) -> bytes:
+        return str(self.cache.make_key(self.key_prefix + key)).encode()
 
-    def scan(self) -> Iterator[list[RawSession]]:
-        # Counted as it goes; kept as the total only if the scan gets to the end.
-        seen = 0
-        keys: list[tuple[str, bytes]] = []
-        for key in self._scan_keys():
-            seen += 1
-            keys.append(key)
-            if len(keys) == self.batch_size:
-                yield self._read(keys)[0]
-                keys = []
-        if keys:
-            yield self._read(keys)[0]
-        self._sessions_seen = seen
-
-    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
-        self.keys_listed += len(wanted)
-        for start in range(0, len(wanted), self.batch_size):
-            chunk = wanted[start : start + self.batch_size]
-            names = [
-                (key, str(self.cache.make_key(self.key_prefix + key)).encode())
-                for key in chunk
-                if valid_key(key)
-            ]
-            batch, missing = self._read(names)
-            self.keys_not_found += len(chunk) - len(names) + missing
-            if batch:
-                yield batch
-
-    def _scan_keys(self) -> Iterator[tuple[str, bytes]]:
+    def _listed(self) -> Iterator[tuple[str, bytes]]:
         # SCAN may return a key twice (while Redis rehashes, or when a lost
         # connection makes a call run again), so keys already seen are skipped.
         seen: set[bytes] = set()

@@ -251,9 +251,6 @@ class DatabaseSource:
         # Leave room for the size filter's parameter.
         return max(1, min(self.batch_size, limit - 1, MAX_KEYS_PER_QUERY))
 
-    def close(self) -> None:
-        """Nothing to put back: each read runs in a transaction of its own."""
-
     def _run(self, query: Callable[..., T], *args: Any) -> T:
         """
         Run ``query``, after a pause if it is not the first.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,10 +13,16 @@ from django.contrib.sessions.backends.file import SessionStore as FileSessionSto
 from django.core.exceptions import ImproperlyConfigured
 
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
-from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine, valid_key
+from analyze_sessions.sources import (
+    ListingSource,
+    RawSession,
+    SourceError,
+    UnsupportedEngine,
+    valid_key,
+)
 
 
-class FileSource:
+class FileSource(ListingSource):
     """
     Read the session files in the engine's directory, never changing one.
 
@@ -50,45 +56,6 @@ class FileSource:
         self._sessions_seen: int | None = None
         self._batches = 0
 
-    def total_sessions(self) -> int:
-        """Count the session files; after a scan, the ones it saw."""
-        if self._sessions_seen is None:
-            self._sessions_seen = sum(1 for _ in self._session_files())
-        return self._sessions_seen
-
-    def close(self) -> None:
-        pass
-
-    def scan(self) -> Iterator[list[RawSession]]:
-        # Counted as it goes; kept as the total only if the scan gets to the end.
-        seen = 0
-        paths: list[tuple[str, str]] = []
-        for key, path in self._session_files():
-            seen += 1
-            paths.append((key, path))
-            if len(paths) == self.batch_size:
-                yield self._read(paths)[0]
-                paths = []
-        if paths:
-            yield self._read(paths)[0]
-        self._sessions_seen = seen
-
-    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
-        self.keys_listed += len(wanted)
-        for start in range(0, len(wanted), self.batch_size):
-            chunk = wanted[start : start + self.batch_size]
-            # Only a valid key names a file: no path can be smuggled in.
-            paths = [
-                (key, os.path.join(self.directory, self.prefix + key))
-                for key in chunk
-                if valid_key(key)
-            ]
-            batch, missing = self._read(paths)
-            self.keys_not_found += len(chunk) - len(paths) + missing
-            if batch:
-                yield batch
-
     def expiry(self, raw: RawSession, session: dict[str, Any]) -> datetime | None:
         """When the session expires, judged as Django's file engine judges it."""
         expiry = session.get("_session_expiry")
@@ -105,7 +72,10 @@ class FileSource:
         # finds such a session expired.
         return None
 
-    def _session_files(self) -> Iterator[tuple[str, str]]:
+    def _name(self, key: str) -> str:
+        return os.path.join(self.directory, self.prefix + key)
+
+    def _listed(self) -> Iterator[tuple[str, str]]:
         try:
             entries = os.scandir(self.directory)
         except OSError as error:

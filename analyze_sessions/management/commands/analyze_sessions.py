@@ -4,7 +4,6 @@ import json
 import sys
 from argparse import ArgumentParser
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import IO, Any
 
 from django.conf import settings
@@ -19,7 +18,7 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from analyze_sessions.pipeline import Outcome, Plan, open_plan, read, read_in_parallel
-from analyze_sessions.report import Report, render_csv, render_text, to_json
+from analyze_sessions.report import Report, render_csv, render_json, render_text
 from analyze_sessions.shards import InvalidShard, key_range, parse_shard
 from analyze_sessions.sizes import InvalidSize, format_size, parse_size
 from analyze_sessions.sources import UnsupportedEngine, session_store_class
@@ -300,20 +299,16 @@ class Command(BaseCommand):
     def _write(
         self, report: Report, options: dict[str, Any], outcome: Outcome, state: bool = False
     ) -> None:
-        if outcome.partial and outcome.failure is None and not report.partial:
-            report = replace(report, partial=True)
         if options["mail_admins"]:
             self._mail(report, human=options["human"], show_keys=options["show_keys"])
-        elif options["format"] == "json":
-            document = to_json(report, show_keys=options["show_keys"])
+        else:
+            shard_state = None
             if state:
-                document["state"] = {
+                shard_state = {
                     **to_state(outcome.stats, show_keys=options["show_keys"]),
                     "keys_listed": outcome.keys_listed,
                 }
-            self.stdout.write(json.dumps(document, indent=2))
-        else:
-            for line in self._render(report, options):
+            for line in self._render(report, options, shard_state):
                 self.stdout.write(line)
         if outcome.failure is not None:
             raise CommandError(f"{outcome.failure} The report covers the sessions read before.")
@@ -322,7 +317,11 @@ class Command(BaseCommand):
                 "Interrupted: the report covers the sessions read before.", returncode=130
             )
 
-    def _render(self, report: Report, options: dict[str, Any]) -> Iterator[str]:
+    def _render(
+        self, report: Report, options: dict[str, Any], state: dict[str, Any] | None = None
+    ) -> Iterator[str]:
+        if options["format"] == "json":
+            return render_json(report, show_keys=options["show_keys"], state=state)
         if options["format"] == "csv":
             return render_csv(report)
         return render_text(report, human=options["human"], show_keys=options["show_keys"])
