@@ -26,3 +26,17 @@ class PlainSession(models.Model):
 
     class Meta:
         app_label = "tests"
+
+
+class KeyedSession(AbstractBaseSession):
+    """
+    Sessions in a table of the site's own making, whose columns are named
+    apart from its fields: on SQLite, made WITHOUT ROWID by the tests.
+    """
+
+    session_data = models.TextField(db_column="data")
+
+    class Meta:
+        app_label = "tests"
+        managed = False
+        db_table = "tests_keyed_session"

@@ -10,6 +10,7 @@ import string
 import zlib
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
@@ -292,13 +293,13 @@ def test_postgresql_reads_in_read_only_transactions(monkeypatch: pytest.MonkeyPa
     attempts: list[str] = []
     fetch = DatabaseSource._fetch
 
-    def fetch_after_trying_to_write(self: DatabaseSource, rows: object) -> object:
+    def fetch_after_trying_to_write(self: DatabaseSource, *query: Any) -> object:
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute("UPDATE django_session SET session_data = ''")
         except Exception as error:
             attempts.append(str(error).splitlines()[0])
-        return fetch(self, rows)  # type: ignore[arg-type]
+        return fetch(self, *query)
 
     monkeypatch.setattr(DatabaseSource, "_fetch", fetch_after_trying_to_write)
 

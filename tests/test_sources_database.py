@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
+
 import pytest
 from django.contrib.sessions.backends import cache, db, file
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from analyze_sessions.sources import UnsupportedEngine, session_store_class
 from analyze_sessions.sources.database import MAX_KEYS_PER_QUERY, DatabaseSource, session_model
 from tests.engines import plain, user_sessions
 from tests.helpers import corrupt_session, session_of_size, session_via_view, writes
-from tests.models import PlainSession, UserSession
+from tests.models import KeyedSession, PlainSession, UserSession
 
 pytestmark = pytest.mark.django_db
 
@@ -54,8 +58,10 @@ def test_scan_visits_every_session_once_in_keyset_pages(batch_size: int) -> None
         seen = [raw.key for batch in source(batch_size=batch_size).scan() for raw in batch]
 
     assert sorted(seen) == sorted(keys)
-    # Full pages, then the short (or empty) page that ends the scan.
-    assert len(queries) == 23 // batch_size + 1
+    # Full pages, then the short (or empty) page that ends the scan; before
+    # them on SQLite, a look at how the table is kept, to page it by rowid.
+    layout = 1 if connection.vendor == "sqlite" else 0
+    assert len(queries) == layout + 23 // batch_size + 1
     assert writes(queries.captured_queries) == []
     assert not any("OFFSET" in query["sql"].upper() for query in queries)
 
@@ -71,6 +77,66 @@ def test_scan_yields_what_the_store_holds() -> None:
 
 def test_scan_of_an_empty_store() -> None:
     assert list(source().scan()) == []
+
+
+def only_on_sqlite() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("Only SQLite pages by rowid: run with the default ANALYZE_SESSIONS_DB=sqlite.")
+
+
+def test_sqlite_pages_a_range_of_keys_in_storage_order() -> None:
+    only_on_sqlite()
+    created = [session_via_view(n=str(n)) for n in range(30)]
+    low, high = "4", "p"
+
+    with CaptureQueriesContext(connection) as queries:
+        seen = [
+            raw.key for batch in source(batch_size=4, key_range=(low, high)).scan() for raw in batch
+        ]
+
+    # In the order the rows were added, and only those in the range.
+    assert seen == [key for key in created if low <= key < high]
+    # Each page seeks to its first rowid and reads on from there: no index
+    # read in key order, no sorting of the range again.
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + queries[-1]["sql"])
+        plan = " ".join(str(step[-1]) for step in cursor.fetchall())
+    assert "USING INTEGER PRIMARY KEY (rowid>?)" in plan
+    assert "B-TREE" not in plan and "INDEX" not in plan
+
+
+@pytest.fixture
+def table_without_rowid() -> Iterator[None]:
+    only_on_sqlite()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE tests_keyed_session (session_key varchar(40) NOT NULL PRIMARY KEY, "
+            "data text NOT NULL, expire_date datetime NOT NULL) WITHOUT ROWID"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE tests_keyed_session")
+
+
+@pytest.mark.usefixtures("table_without_rowid")
+def test_a_table_without_rowids_is_paged_by_key() -> None:
+    expires = timezone.now() + timedelta(days=1)
+    for n in range(10):
+        KeyedSession.objects.create(
+            session_key=f"{n:032d}",
+            session_data=db.SessionStore().encode({"n": n}),
+            expire_date=expires,
+        )
+    keyed = DatabaseSource(KeyedSession, using="default", batch_size=3, bigger_than=10)
+
+    with CaptureQueriesContext(connection) as queries:
+        batches = list(keyed.scan())
+
+    assert [raw.key for batch in batches for raw in batch] == [f"{n:032d}" for n in range(10)]
+    assert [raw.data for raw in batches[0]] == list(
+        KeyedSession.objects.order_by("pk").values_list("session_data", flat=True)[:3]
+    )
+    assert not any("rowid" in query["sql"] for query in queries)
 
 
 def test_bigger_than_is_strict_and_filters_in_the_database() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from importlib import import_module
 from typing import Any, TypeVar
@@ -12,7 +12,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.db.models.functions import Length
 
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
@@ -28,15 +28,11 @@ MAX_KEYS_PER_QUERY = 10_000
 SESSION_FIELDS = ("session_key", "session_data", "expire_date")
 
 
-def raw_session(key: str, data: str, expires: Any, stored_size: int) -> RawSession:
-    return RawSession(key, data, expiry(expires), stored_size)
-
-
-def expiry(value: Any) -> datetime | None:
-    """An expire_date as the database gives it, as Django would give it."""
+def expiry(value: Any, aware: bool) -> datetime | None:
+    """An expire_date as the database gives it, as Django would give it with USE_TZ = ``aware``."""
     if isinstance(value, str):  # SQLite keeps text.
         value = datetime.fromisoformat(value)
-    if value is not None and settings.USE_TZ and value.tzinfo is None:
+    if value is not None and aware and value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)  # Django stores UTC.
     moment: datetime | None = value
     return moment
@@ -97,9 +93,10 @@ class DatabaseSource:
     """
     Read sessions from ``model`` in batches, never writing.
 
-    Full scans page by primary key (keyset pagination), so each query costs the
-    same however far the scan has gone. ``sleep_time`` seconds pass between
-    two queries, to keep load off a production database.
+    Full scans page by primary key, or by rowid on SQLite (keyset
+    pagination), so each query costs the same however far the scan has gone.
+    ``sleep_time`` seconds pass between two queries, to keep load off a
+    production database.
     """
 
     _fields = ("session_key", "session_data", "expire_date", "stored_size")
@@ -126,6 +123,7 @@ class DatabaseSource:
         self.keys_not_found = 0
         self._queried = False
         self._worked = False
+        self._rowid: bool | None = None
 
     def total_sessions(self) -> int:
         """Count every session in the store, whatever the filters."""
@@ -133,19 +131,82 @@ class DatabaseSource:
 
     def scan(self) -> Iterator[list[RawSession]]:
         """Yield every session that passes the size filter, a batch at a time."""
-        rows = self._filtered().order_by("pk").values_list("pk", *self._fields)
-        last_pk = None
+        page = self._rowid_page if self._has_rowid() else self._key_page
+        last = None
         while True:
-            page = rows if last_pk is None else rows.filter(pk__gt=last_pk)
-            batch = self._run(self._fetch, page[: self.batch_size])
+            batch = self._run(self._fetch, *page(last))
             if batch:
-                last_pk = batch[-1][0]
+                last = batch[-1][0]
+                aware = settings.USE_TZ
                 yield [
-                    RawSession(key, data, expiry(expires), size)
+                    RawSession(key, data, expiry(expires, aware), size)
                     for _, key, data, expires, size in batch
                 ]
             if len(batch) < self.batch_size:
                 return
+
+    def _key_page(self, last: Any) -> tuple[str, Sequence[Any]]:
+        # The sessions after ``last`` in primary-key order, which every
+        # database can seek to through the key's index.
+        rows = self._filtered().order_by("pk").values_list("pk", *self._fields)
+        if last is not None:
+            rows = rows.filter(pk__gt=last)
+        return self._sql(rows[: self.batch_size])
+
+    def _rowid_page(self, last: int | None) -> tuple[str, Sequence[Any]]:
+        # The sessions after ``last`` in SQLite's storage order, the order of
+        # its rowids. Paging by key instead walks the key's index and reads
+        # the table in its order, a page here and a page there: two and a half
+        # times the time, over a million sessions.
+        quote = connections[self.using].ops.quote_name
+        key, data, expires = (quote(self._column(name)) for name in SESSION_FIELDS)
+        where: list[str] = []
+        params: list[Any] = []
+        if last is not None:
+            where.append("rowid > %s")
+            params.append(last)
+        # The unary + keeps SQLite from reading a range of keys through their
+        # index, in key order, only to sort it again by rowid.
+        low, high = self.key_range
+        if low is not None:
+            where.append(f"+{key} >= %s")
+            params.append(low)
+        if high is not None:
+            where.append(f"+{key} < %s")
+            params.append(high)
+        if self.bigger_than is not None:
+            where.append(f"LENGTH({data}) > %s")
+            params.append(self.bigger_than)
+        sql = (
+            f"SELECT rowid, {key}, {data}, {expires}, LENGTH({data}) "
+            f"FROM {quote(self.model._meta.db_table)} "
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rowid LIMIT %s"
+        )
+        return sql, [*params, self.batch_size]
+
+    def _has_rowid(self) -> bool:
+        """Whether the sessions are in an SQLite table that has rowids, as Django's tables do."""
+        if self._rowid is None:
+            self._rowid = False
+            connection = connections[self.using]
+            if connection.vendor == "sqlite" and "rowid" not in map(self._column, SESSION_FIELDS):
+                # Not a read of the sessions: whatever keeps this from
+                # answering, the first page says more clearly.
+                try:
+                    found = self._fetch(
+                        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s",
+                        [self.model._meta.db_table],
+                    )
+                except DatabaseError:
+                    found = []
+                self._rowid = bool(found) and "WITHOUT ROWID" not in found[0][0].upper()
+        return self._rowid
+
+    def _column(self, name: str) -> str:
+        field = self.model._meta.get_field(name)
+        # A concrete field, as _has_session_fields() saw to it.
+        assert isinstance(field, Field) and field.column is not None
+        return field.column
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         """
@@ -168,9 +229,10 @@ class DatabaseSource:
             chunk = wanted[start : start + size]
             if self.bigger_than is not None:
                 found = self._run(self._all().filter(session_key__in=chunk).count)
-            found_rows = self._run(self._fetch, rows.filter(session_key__in=chunk))
+            found_rows = self._run(self._fetch, *self._sql(rows.filter(session_key__in=chunk)))
+            aware = settings.USE_TZ
             batch = [
-                RawSession(key, data, expiry(expires), size)
+                RawSession(key, data, expiry(expires, aware), size)
                 for key, data, expires, size in found_rows
             ]
             if self.bigger_than is None:
@@ -217,12 +279,16 @@ class DatabaseSource:
             return None
         return {"table": table, "total_bytes": int(row[0]), "index_bytes": int(row[1] or 0)}
 
-    def _fetch(self, rows: QuerySet[Any]) -> list[tuple[Any, ...]]:
-        """
-        The rows of ``rows``: the SQL the ORM writes for them, read without
-        the ORM's conversions row by row, which cost more than the reading.
-        """
+    def _sql(self, rows: QuerySet[Any]) -> tuple[str, Sequence[Any]]:
+        """The SQL the ORM writes for ``rows``, and its parameters."""
         sql, params = rows.query.get_compiler(using=self.using).as_sql()
+        return sql, params
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """
+        The rows ``sql`` selects, read without the ORM's conversions row by
+        row, which cost more than the reading.
+        """
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
             found: list[tuple[Any, ...]] = cursor.fetchall()
