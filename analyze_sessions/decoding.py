@@ -246,7 +246,11 @@ def split_compact_json(payload: bytes) -> tuple[dict[str, Any], dict[str, int]] 
     compact separators: the caller then parses it the plain way, which also
     says why bad JSON is bad.
     """
-    text = payload.decode("latin-1")
+    # Django's serializer writes ASCII: other JSON, whose characters are not
+    # each a byte, is left to the plain way.
+    if not payload.isascii():
+        return None
+    text = payload.decode("ascii")
     if text == "{}":
         return {}, {}
     if text[:2] != '{"' or text[-1:] != "}":

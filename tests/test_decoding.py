@@ -54,6 +54,21 @@ def test_entry_sizes_of_a_compressed_session_are_measured_uncompressed() -> None
     assert decoded.entries == {"big": len('"big":""') + 10_000}
 
 
+def test_json_that_is_not_ascii_is_read_and_measured_as_django_does() -> None:
+    # Not how Django writes JSON (it escapes what is not ASCII), but what it
+    # reads all the same, each byte a character: "café" comes out "cafÃ©".
+    payload = '{"café":"crème","n":1}'.encode()
+    data = signed(b64_encode(payload).decode())
+
+    decoded = decode(data)
+
+    assert set(decoded.entries) == set(SessionStore().decode(data)) == {"caf\u00c3\u00a9", "n"}
+    assert decoded.payload_size == len(payload) == 24
+    # Entries are measured as the serializer writes them: the key as
+    # "caf\u00c3\u00a9" (17 bytes), the value as "cr\u00c3\u00a8me" (18).
+    assert decoded.entries == {"caf\u00c3\u00a9": 17 + 1 + 18, "n": 5}
+
+
 def test_the_stored_size_is_the_one_the_source_measured() -> None:
     data = SessionStore().encode({"foo": "bar"})
     raw = RawSession("k" * 32, data, None, 1234)
