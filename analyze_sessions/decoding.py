@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -77,7 +79,7 @@ class Decoder:
         self._empty_payload_size = len(self._serializer.dumps({}))
         self._depth = depth
         self._signer = signing.TimestampSigner(salt=self._store.key_salt)
-        self._unsign = SessionVerifier(self._signer).unsign
+        self._verified = SessionVerifier(self._signer).verified
         self._engine_decodes = store_class.decode is not SessionBase.decode
         # Where the store's own record of the expiry is not the whole story.
         self._expiry = expiry
@@ -155,12 +157,12 @@ class Decoder:
         # raise TypeError, for one), as Django's own decode() does. The
         # serializer only ever sees data whose signature verified.
         try:
-            encoded = self._unsign(data).encode()
+            encoded = self._verified(data)
         except Exception:
             raise _Undecodable(BAD_SIGNATURE) from None
         try:
             compressed = encoded[:1] == b"."
-            payload = signing.b64_decode(encoded[1:] if compressed else encoded)
+            payload = b64_decode(encoded[1:] if compressed else encoded)
             if compressed:
                 payload = zlib.decompress(payload)
         except Exception:
@@ -208,7 +210,7 @@ class SessionVerifier:
     """
 
     def __init__(self, signer: signing.TimestampSigner) -> None:
-        self._sep = signer.sep
+        self._sep = signer.sep.encode()
         self._hasher = getattr(hashlib, signer.algorithm)
         salt = force_bytes(signer.salt) + b"signer"
         self._keys = [
@@ -216,23 +218,36 @@ class SessionVerifier:
             for key in [signer.key, *signer.fallback_keys]
         ]
 
-    def unsign(self, signed_value: str) -> str:
-        """The value signed, less its timestamp; BadSignature if it was not signed so."""
-        if self._sep not in signed_value:
-            raise signing.BadSignature(f'No "{self._sep}" found in value')
-        value, signature = signed_value.rsplit(self._sep, 1)
-        message, signature_bytes = force_bytes(value), force_bytes(signature)
+    def verified(self, signed_value: str) -> bytes:
+        """
+        The value signed, less its timestamp, as bytes: what
+        ``signer.unsign(signed_value).encode()`` gives, and BadSignature or
+        ValueError where that raises them.
+        """
+        data = signed_value.encode()
+        if self._sep not in data:
+            raise signing.BadSignature("No separator found in value")
+        message, signature = data.rsplit(self._sep, 1)
         for key in self._keys:
-            expected = signing.b64_encode(hmac.new(key, message, self._hasher).digest())
-            if hmac.compare_digest(signature_bytes, expected):
+            expected = base64.urlsafe_b64encode(hmac.digest(key, message, self._hasher))
+            if hmac.compare_digest(signature, expected.rstrip(b"=")):
                 break
         else:
             raise signing.BadSignature("Signature does not match")
-        value, timestamp = value.rsplit(self._sep, 1)
-        signing.b62_decode(timestamp)
+        value, timestamp = message.rsplit(self._sep, 1)
+        # Only base62 digits, after a sign, as b62_decode() takes them.
+        digits = timestamp[1:] if timestamp[:1] == b"-" else timestamp
+        if not timestamp or (digits and not digits.isalnum()):
+            raise ValueError("Timestamp is not in base62")
         return value
 
 
+def b64_decode(data: bytes) -> bytes:
+    """What ``signing.b64_decode()`` gives, without its layers of calls."""
+    return binascii.a2b_base64((data + b"=" * (-len(data) % 4)).translate(_URLSAFE_TO_STANDARD))
+
+
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _scan_value = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
 

@@ -22,6 +22,7 @@ from analyze_sessions.decoding import (
     DecodedSession,
     Decoder,
     SessionVerifier,
+    b64_decode,
 )
 from analyze_sessions.shards import in_range, key_range
 from analyze_sessions.sources import RawSession
@@ -254,24 +255,47 @@ def _signed(text: str, key: str, cut: int) -> str:
     return signed[: len(signed) - cut] if cut else signed
 
 
+def _signed_with_timestamp(text: str, timestamp: str, key: str) -> str:
+    # Whatever the timestamp, signed as TimestampSigner signs its own.
+    return signing.Signer(key=key, salt=SALT).sign(f"{text}:{timestamp}")
+
+
 SALT = "django.contrib.sessions.SessionStore"
-signed_values = st.builds(
-    _signed,
-    st.text(),
-    st.sampled_from(["analyze-sessions-tests", "analyze-sessions-tests-retired", "another"]),
-    st.sampled_from([0, 0, 1, 5]),
+KEYS = ["analyze-sessions-tests", "analyze-sessions-tests-retired", "another"]
+signed_values = st.one_of(
+    st.builds(_signed, st.text(), st.sampled_from(KEYS), st.sampled_from([0, 0, 1, 5])),
+    st.builds(
+        _signed_with_timestamp,
+        st.text(),
+        st.one_of(st.text(max_size=4), st.text("-0aZ9:", max_size=4)),
+        st.sampled_from(KEYS),
+    ),
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.one_of(st.text(), signed_values))
 def test_the_verifier_answers_as_the_signer_does(data: str) -> None:
     signer = signing.TimestampSigner(salt=SALT)
 
-    def answer(unsign: Callable[[str], str]) -> tuple[bool, str | None]:
+    def answer(verified: Callable[[str], bytes]) -> tuple[bool, bytes | None]:
         try:
-            return True, unsign(data)
+            return True, verified(data)
         except Exception:
             return False, None
 
-    assert answer(SessionVerifier(signer).unsign) == answer(signer.unsign)
+    assert answer(SessionVerifier(signer).verified) == answer(
+        lambda data: signer.unsign(data).encode()
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(), st.binary().map(signing.b64_encode), st.text().map(str.encode)))
+def test_base64_is_decoded_as_signing_decodes_it(data: bytes) -> None:
+    def answer(decode: Callable[[bytes], bytes]) -> tuple[bool, bytes | None]:
+        try:
+            return True, decode(data)
+        except Exception:
+            return False, None
+
+    assert answer(b64_decode) == answer(signing.b64_decode)
