@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import signal
 import zlib
@@ -40,19 +41,28 @@ def analyze(
     whether the run was interrupted (Ctrl-C): ``stats`` then holds what was
     read before.
     """
+    add, decode = stats.add, decoder.decode
+    # What lives before the scan (Django, the site, the settings) lives until
+    # it ends: out of the collector's way, it is not walked again and again
+    # while millions of short-lived objects come and go.
+    gc.freeze()
     try:
         for batch in batches:
+            read = len(batch)
+            if sample is not None:
+                batch = [raw for raw in batch if sampled(raw.key, sample)]
+            if limit is not None:
+                batch = batch[: max(0, limit - stats.processed)]
             for raw in batch:
-                if limit is not None and stats.processed >= limit:
-                    return False
-                if sample is None or sampled(raw.key, sample):
-                    stats.add(decoder.decode(raw))
+                add(decode(raw))
             if on_batch is not None:
-                on_batch(len(batch))
+                on_batch(read)
             if limit is not None and stats.processed >= limit:
                 return False
     except KeyboardInterrupt:
         return True
+    finally:
+        gc.unfreeze()
     return False
 
 
