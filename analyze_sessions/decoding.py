@@ -36,7 +36,9 @@ _SIGNED_SHAPE = re.compile(
 USER_ID_KEY = "_auth_user_id"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass takes three times as long to make, once a
+# session, and nothing changes one once made.
+@dataclass(slots=True)
 class DecodedSession:
     """
     What the report needs to know of one session, and nothing of its values.

@@ -20,11 +20,23 @@ COOKIE_LIMIT = 4096
 
 @dataclass(slots=True)
 class KeyStats:
-    """How often one session key was seen, and the bytes its entries took."""
+    """
+    How often one session key was seen, and the bytes its entries took.
+
+    ``pattern`` is the key's pattern where the key has ids in it, which
+    other keys may share: found once, not once an entry.
+    """
 
     sessions: int = 0
     total_bytes: int = 0
     max_bytes: int = 0
+    pattern: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, key: str, sessions: int = 0, total_bytes: int = 0, max_bytes: int = 0) -> KeyStats:
+        """The stats of ``key``, with its pattern found."""
+        pattern = key_pattern(key)
+        return cls(sessions, total_bytes, max_bytes, None if pattern == key else pattern)
 
     def add(self, entry_size: int) -> None:
         self.sessions += 1
@@ -106,7 +118,7 @@ class SizeDistribution:
             if len(self.exact) > self.EXACT_UP_TO:
                 self._to_sketch()
         else:
-            self.buckets[self._bucket(size)] += 1
+            self.buckets[0 if size <= 1 else math.ceil(math.log(size) / _LOG_GAMMA)] += 1
 
     def merge(self, other: SizeDistribution) -> None:
         self.count += other.count
@@ -155,7 +167,8 @@ class SizeDistribution:
         ]
 
     def _bucket(self, size: int) -> int:
-        return 0 if size <= 1 else math.ceil(math.log(size, self.GAMMA))
+        # As add() finds it: math.log(size, GAMMA) divides these same two logs.
+        return 0 if size <= 1 else math.ceil(math.log(size) / _LOG_GAMMA)
 
     def _to_sketch(self) -> None:
         assert self.exact is not None
@@ -177,12 +190,21 @@ class SizeDistribution:
         )
 
 
+_LOG_GAMMA = math.log(SizeDistribution.GAMMA)
+
+
 class TopSessions:
-    """The ``size`` largest sessions, by stored size and then key."""
+    """
+    The ``size`` largest sessions, by stored size and then key.
+
+    ``least`` is the least stored size a session needs to be admitted: a
+    quick first test for the many that are not.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.heap: list[LargeSession] = []
+        self.least: float = 0 if size else math.inf
 
     def admits(self, stored_size: int, key: str) -> bool:
         """Whether a session this big would be among the largest kept."""
@@ -198,6 +220,8 @@ class TopSessions:
             heapq.heappush(self.heap, session)
         elif self.size and session > self.heap[0]:
             heapq.heapreplace(self.heap, session)
+        if len(self.heap) == self.size:
+            self.least = self.heap[0].stored_size
 
     def merge(self, other: TopSessions) -> None:
         for session in other.heap:
@@ -259,11 +283,10 @@ class Stats:
             self.expired_sessions += 1
             self.expired_bytes += size
         entries = session.entries
-        if self.largest.admits(size, session.key):
+        largest = self.largest
+        if size >= largest.least and largest.admits(size, session.key):
             largest_key = max(entries, key=lambda key: (entries[key], key), default=None)
-            self.largest.add(
-                LargeSession(size, session.key, expires_at, session.user_id, largest_key)
-            )
+            largest.add(LargeSession(size, session.key, expires_at, session.user_id, largest_key))
         if session.failure is not None:
             self.undecodable[session.failure] += 1
             self.undecodable_bytes += size
@@ -277,14 +300,14 @@ class Stats:
         for key, entry_size in entries.items():
             key_stats = keys.get(key)
             if key_stats is None:
-                key_stats = keys[key] = KeyStats()
+                key_stats = keys[key] = KeyStats.of(key)
             key_stats.sessions += 1
             key_stats.total_bytes += entry_size
             if entry_size > key_stats.max_bytes:
                 key_stats.max_bytes = entry_size
-            pattern = key_pattern(key)  # Cached, in bounded memory.
             # Only a key with ids in it shares its pattern with other keys.
-            if pattern != key:
+            pattern = key_stats.pattern
+            if pattern is not None:
                 if in_patterns is None:
                     in_patterns = {}
                 in_patterns[pattern] = in_patterns.get(pattern, 0) + entry_size
@@ -293,8 +316,9 @@ class Stats:
                 pattern_stats = self.patterns.setdefault(pattern, PatternStats())
                 pattern_stats.sessions += 1
                 pattern_stats.total_bytes += pattern_bytes
-        for path, nested_size in session.nested.items():
-            _key_stats(self.nested, path).add(nested_size)
+        if session.nested:
+            for path, nested_size in session.nested.items():
+                _key_stats(self.nested, path).add(nested_size)
         if session.user_id is not None:
             user = self.users.get(session.user_id)
             if user is None:
@@ -307,7 +331,9 @@ class Stats:
         for name in _TOTALS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for key, key_stats in other.keys.items():
-            _key_stats(self.keys, key).merge(key_stats)
+            if key not in self.keys:
+                self.keys[key] = KeyStats.of(key)
+            self.keys[key].merge(key_stats)
         for path, path_stats in other.nested.items():
             _key_stats(self.nested, path).merge(path_stats)
         for pattern, pattern_stats in other.patterns.items():
@@ -379,7 +405,7 @@ def from_state(state: dict[str, Any]) -> Stats:
     )
     for name, value in state["totals"].items():
         setattr(stats, name, value)
-    stats.keys = {key: KeyStats(*value) for key, value in state["keys"].items()}
+    stats.keys = {key: KeyStats.of(key, *value) for key, value in state["keys"].items()}
     stats.nested = {path: KeyStats(*value) for path, value in state["nested"].items()}
     stats.patterns = {p: PatternStats(*value) for p, value in state["patterns"].items()}
     stats.undecodable = Counter(state["undecodable"])
