@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import random
 import string
@@ -22,6 +24,7 @@ from analyze_sessions.decoding import (
     DecodedSession,
     Decoder,
     SessionVerifier,
+    _Hmac,
     b64_decode,
 )
 from analyze_sessions.shards import in_range, key_range
@@ -287,6 +290,16 @@ def test_the_verifier_answers_as_the_signer_does(data: str) -> None:
     assert answer(SessionVerifier(signer).verified) == answer(
         lambda data: signer.unsign(data).encode()
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=300), st.sampled_from(["sha1", "sha256"]))
+def test_the_prepared_hmac_is_hmac(key: bytes, message: bytes, algorithm: str) -> None:
+    prepared = _Hmac(getattr(hashlib, algorithm), key)
+
+    # Twice: preparing it once must not let one message change the next.
+    assert prepared.digest(message) == hmac.digest(key, message, algorithm)
+    assert prepared.digest(message) == hmac.digest(key, message, algorithm)
 
 
 @settings(max_examples=300, deadline=None)
