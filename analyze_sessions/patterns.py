@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 _IDS = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUIDs
@@ -12,7 +11,6 @@ _IDS = re.compile(
 )
 
 
-@lru_cache(maxsize=65536)
 def key_pattern(key: str) -> str:
     """``key`` with its ids made ``*``: ``search_3a59507b24`` is ``search_*``."""
     return _IDS.sub("*", key)

@@ -12,7 +12,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from analyze_sessions.decoding import FAILURES
-from analyze_sessions.patterns import key_pattern
 from analyze_sessions.sizes import format_size
 from analyze_sessions.stats import (
     COOKIE_LIMIT,
@@ -119,8 +118,8 @@ class Report:
     ) -> Report:
         """The report of ``stats``; ``context`` sets the fields stats do not know."""
         patterns: dict[str, int] = {}
-        for key in stats.keys:
-            pattern = key_pattern(key)
+        for key, key_stats in stats.keys.items():
+            pattern = key_stats.pattern or key
             patterns[pattern] = patterns.get(pattern, 0) + 1
         users = sorted(stats.users.items(), key=lambda item: (-item[1].stored_bytes, item[0]))
         return cls(

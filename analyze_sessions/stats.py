@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +37,10 @@ class KeyStats:
     def of(cls, key: str, sessions: int = 0, total_bytes: int = 0, max_bytes: int = 0) -> KeyStats:
         """The stats of ``key``, with its pattern found."""
         pattern = key_pattern(key)
-        return cls(sessions, total_bytes, max_bytes, None if pattern == key else pattern)
+        if pattern == key:
+            return cls(sessions, total_bytes, max_bytes)
+        # Interned: thousands of keys may share one pattern, and one string.
+        return cls(sessions, total_bytes, max_bytes, sys.intern(pattern))
 
     def add(self, entry_size: int) -> None:
         self.sessions += 1
