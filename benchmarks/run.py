@@ -1,12 +1,14 @@
 """
 Measure analyze_sessions against the cost of decoding, side by side.
 
-    python -m benchmarks.run [--sessions N] [--legacy-sessions M] [--postgres]
+    python -m benchmarks.run [--sessions N] [--legacy-sessions M] [--no-postgres]
 
 Generates N realistic sessions into SQLite (kept in benchmarks/.data, so a
-second run reuses them), and into a throwaway PostgreSQL with --postgres,
-then times each variant of benchmarks/variants.py in a process of its own
-and prints a table of wall times, ratios to the floor, and peak RSS.
+second run reuses them), and copies them into a throwaway PostgreSQL server
+where one can be started here (PostgreSQL installed, and the test suite's
+psycopg and mirakuru); then times each variant of benchmarks/variants.py in
+a process of its own, on each database, and prints a table of wall times,
+ratios to the floor, and peak RSS.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -138,8 +140,51 @@ def measure(variant: str, env: dict[str, str]) -> dict[str, float]:
     return {"seconds": seconds, **json.loads(result.stdout.splitlines()[-1])}
 
 
+def postgresql_store(stores: dict[int, Path]) -> tuple[dict[str, str], Callable[[], None]]:
+    """
+    A throwaway PostgreSQL server holding the sessions of ``stores``, each
+    count in a database of its own: the settings that reach it, and what
+    stops it. Unavailable (from the test suite's servers) if it cannot start.
+    """
+    import psycopg
+
+    from tests import servers  # Needs the test suite's mirakuru.
+
+    server = servers.start_postgresql()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCHMARK_DB": "postgres"}
+    env.update(BENCHMARK_DB_HOST=server.settings["HOST"], BENCHMARK_DB_PORT=server.settings["PORT"])
+    try:
+        address = f"host={env['BENCHMARK_DB_HOST']} port={env['BENCHMARK_DB_PORT']} user=postgres"
+        with psycopg.connect(address, autocommit=True) as admin:
+            for count, path in stores.items():
+                admin.execute(f"CREATE DATABASE sessions_{count}")
+                env["BENCHMARK_DB_NAME"] = f"sessions_{count}"
+                subprocess.run(
+                    [sys.executable, "-m", "django", "migrate", "-v0"],
+                    env={**env, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
+                    check=True,
+                )
+                source = sqlite3.connect(path)
+                rows = source.execute(
+                    "SELECT session_key, session_data, expire_date FROM django_session "
+                    "ORDER BY rowid"
+                )
+                with psycopg.connect(f"{address} dbname=sessions_{count}") as database:
+                    with database.cursor().copy(
+                        "COPY django_session (session_key, session_data, expire_date) FROM STDIN"
+                    ) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    database.execute("ANALYZE django_session")
+                source.close()
+    except BaseException:
+        server.stop()
+        raise
+    return env, server.stop
+
+
 def table(title: str, results: dict[str, dict[str, float]]) -> str:
-    floor = results["floor"]["seconds"]
+    floor = results["floor"]["seconds"] if "floor" in results else None
     lines = [
         title,
         "",
@@ -149,7 +194,7 @@ def table(title: str, results: dict[str, dict[str, float]]) -> str:
     for variant, result in results.items():
         workers = result["workers_peak_rss_kib"] / 1024
         # The 2013 algorithm runs on fewer sessions: no ratio to the floor.
-        ratio = "-" if variant == "legacy_2013" else f"{result['seconds'] / floor:.2f}"
+        ratio = "-" if variant == "legacy_2013" or not floor else f"{result['seconds'] / floor:.2f}"
         lines.append(
             f"{variant:<16} {int(result['sessions']):>9} {result['seconds']:>8.2f} "
             f"{ratio:>8} {result['peak_rss_kib'] / 1024:>7.1f}MB "
@@ -168,25 +213,60 @@ def main() -> None:
         help="Sessions for the 2013 algorithm, whose OFFSET paging is quadratic.",
     )
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument(
+        "--no-postgres",
+        action="store_true",
+        help="Measure on SQLite only, even where a PostgreSQL server could be started.",
+    )
     args = parser.parse_args()
 
     print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCHMARK_DB": "sqlite"}
+    counts = {
+        variant: args.legacy_sessions if variant == "legacy_2013" else args.sessions
+        for variant in args.variants
+    }
+    stores = {count: sqlite_store(count) for count in sorted(set(counts.values()))}
+    ids = {count: ids_file(path) for count, path in stores.items()}
+    sqlite_env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCHMARK_DB": "sqlite"}
+    run("SQLite", args, counts, ids, sqlite_env, lambda count: str(stores[count]))
+    if args.no_postgres:
+        return
+    try:
+        postgres_env, stop = postgresql_store(stores)
+    except Exception as error:  # ImportError, or the server could not start.
+        print(f"\nPostgreSQL: not measured: {first_line(error)}")
+        return
+    try:
+        run("PostgreSQL", args, counts, ids, postgres_env, lambda count: f"sessions_{count}")
+    finally:
+        stop()
+
+
+def run(
+    title: str,
+    args: argparse.Namespace,
+    counts: dict[str, int],
+    ids: dict[int, Path],
+    env: dict[str, str],
+    name: Callable[[int], str],
+) -> None:
     results: dict[str, dict[str, float]] = {}
-    for variant in args.variants:
-        count = args.legacy_sessions if variant == "legacy_2013" else args.sessions
-        env["BENCHMARK_DB_NAME"] = str(sqlite_store(count))
-        env["BENCHMARK_IDS"] = str(ids_file(sqlite_store(count)))
+    for variant, count in counts.items():
+        env = {**env, "BENCHMARK_DB_NAME": name(count), "BENCHMARK_IDS": str(ids[count])}
         results[variant] = measure(variant, env)
-        print(f"  {variant}: {results[variant]['seconds']:.2f}s", file=sys.stderr)
-    print(table(f"SQLite, {args.sessions} sessions", results))
-    if "legacy_2013" in results:
+        print(f"  {title} {variant}: {results[variant]['seconds']:.2f}s", file=sys.stderr)
+    print(table(f"{title}, {args.sessions} sessions", results))
+    if "legacy_2013" in results and "floor" in results:
         legacy = results["legacy_2013"]
         print(
             f"(legacy_2013 ran on {args.legacy_sessions} sessions: "
             f"{legacy['seconds'] / args.legacy_sessions * 1e6:.1f} µs a session, against "
             f"{results['floor']['seconds'] / args.sessions * 1e6:.1f} µs for the floor)"
         )
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 if __name__ == "__main__":

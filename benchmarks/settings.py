@@ -27,7 +27,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": "benchmark",
+            "NAME": os.environ["BENCHMARK_DB_NAME"],
             "HOST": os.environ["BENCHMARK_DB_HOST"],
             "PORT": os.environ["BENCHMARK_DB_PORT"],
             "USER": "postgres",
