@@ -189,7 +189,9 @@ class DatabaseSource:
         if self._rowid is None:
             self._rowid = False
             connection = connections[self.using]
-            if connection.vendor == "sqlite" and "rowid" not in map(self._column, SESSION_FIELDS):
+            columns = {(field.column or "").lower() for field in self.model._meta.concrete_fields}
+            # A column of that name would be read in place of the rowid.
+            if connection.vendor == "sqlite" and "rowid" not in columns:
                 # Not a read of the sessions: whatever keeps this from
                 # answering, the first page says more clearly.
                 try:
