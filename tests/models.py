@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.sessions.base_session import AbstractBaseSession
+from django.contrib.sessions.models import Session
 from django.db import models
 
 
@@ -40,3 +41,12 @@ class KeyedSession(AbstractBaseSession):
         app_label = "tests"
         managed = False
         db_table = "tests_keyed_session"
+
+
+class ExtendedSession(Session):
+    """Django's own sessions with a field more, in a table of its own (inheriting)."""
+
+    note = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        app_label = "tests"

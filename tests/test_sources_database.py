@@ -14,7 +14,7 @@ from analyze_sessions.sources import UnsupportedEngine, session_store_class
 from analyze_sessions.sources.database import MAX_KEYS_PER_QUERY, DatabaseSource, session_model
 from tests.engines import plain, user_sessions
 from tests.helpers import corrupt_session, session_of_size, session_via_view, writes
-from tests.models import KeyedSession, PlainSession, UserSession
+from tests.models import ExtendedSession, KeyedSession, PlainSession, UserSession
 
 pytestmark = pytest.mark.django_db
 
@@ -105,38 +105,73 @@ def test_sqlite_pages_a_range_of_keys_in_storage_order() -> None:
     assert "B-TREE" not in plan and "INDEX" not in plan
 
 
-@pytest.fixture
-def table_without_rowid() -> Iterator[None]:
+KEYED_COLUMNS = (
+    "session_key varchar(40) NOT NULL PRIMARY KEY, data text NOT NULL, "
+    "expire_date datetime NOT NULL"
+)
+
+
+@pytest.fixture(
+    params=[
+        ("rowid", f"({KEYED_COLUMNS})"),
+        ("key", f"({KEYED_COLUMNS}) WITHOUT ROWID"),
+        ("key", f"({KEYED_COLUMNS}) without\n  rowid"),
+        # A column the model does not know, which SQLite would read for rowid.
+        ("key", f"({KEYED_COLUMNS}, rowid integer NOT NULL DEFAULT 1)"),
+    ],
+    ids=["rowids", "without-rowid", "without-rowid-spaced", "a-column-named-rowid"],
+)
+def keyed_table(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A table of the site's own for KeyedSession; what its scan pages by."""
     only_on_sqlite()
+    pages_by, definition = request.param
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE tests_keyed_session (session_key varchar(40) NOT NULL PRIMARY KEY, "
-            "data text NOT NULL, expire_date datetime NOT NULL) WITHOUT ROWID"
-        )
-    yield
+        cursor.execute(f"CREATE TABLE tests_keyed_session {definition}")
+    yield pages_by
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE tests_keyed_session")
 
 
-@pytest.mark.usefixtures("table_without_rowid")
-def test_a_table_without_rowids_is_paged_by_key() -> None:
+def test_a_table_of_the_sites_own_is_paged_by_rowid_only_where_it_has_them(
+    keyed_table: str,
+) -> None:
     expires = timezone.now() + timedelta(days=1)
-    for n in range(10):
+    # Added out of key order, so that the two orders differ.
+    keys = [f"{n:032d}" for n in (5, 1, 8, 0, 3, 9, 2, 7, 4, 6)]
+    for n, key in enumerate(keys):
         KeyedSession.objects.create(
-            session_key=f"{n:032d}",
-            session_data=db.SessionStore().encode({"n": n}),
-            expire_date=expires,
+            session_key=key, session_data=db.SessionStore().encode({"n": n}), expire_date=expires
         )
     keyed = DatabaseSource(KeyedSession, using="default", batch_size=3, bigger_than=10)
 
     with CaptureQueriesContext(connection) as queries:
-        batches = list(keyed.scan())
+        found = [raw for batch in keyed.scan() for raw in batch]
 
-    assert [raw.key for batch in batches for raw in batch] == [f"{n:032d}" for n in range(10)]
-    assert [raw.data for raw in batches[0]] == list(
-        KeyedSession.objects.order_by("pk").values_list("session_data", flat=True)[:3]
+    stored = dict(KeyedSession.objects.values_list("session_key", "session_data"))
+    assert [raw.key for raw in found] == (keys if keyed_table == "rowid" else sorted(keys))
+    # The data, from the column named apart from its field.
+    assert {raw.key: raw.data for raw in found} == stored
+    pages = [query["sql"] for query in queries if "LIMIT" in query["sql"]]
+    assert all(("rowid >" in sql) == (keyed_table == "rowid") for sql in pages[1:])
+
+
+def test_a_model_inheriting_sessions_is_paged_by_key() -> None:
+    expires = timezone.now() + timedelta(days=1)
+    for n in range(5):
+        ExtendedSession.objects.create(
+            session_key=f"{n:032d}",
+            session_data=db.SessionStore().encode({"n": n}),
+            expire_date=expires,
+            note=str(n),
+        )
+    extended = DatabaseSource(ExtendedSession, using="default", batch_size=2)
+
+    found = [raw for batch in extended.scan() for raw in batch]
+
+    assert [(raw.key, raw.data) for raw in found] == list(
+        ExtendedSession.objects.order_by("pk").values_list("session_key", "session_data")
     )
-    assert not any("rowid" in query["sql"] for query in queries)
+    assert [raw.expires_at for raw in found] == [expires] * 5
 
 
 def test_bigger_than_is_strict_and_filters_in_the_database() -> None:

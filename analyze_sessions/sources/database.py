@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -23,6 +24,8 @@ T = TypeVar("T")
 # Keeps an IN list under every backend's limit on query parameters, including
 # PostgreSQL's 65,535 when a large --batch-size is asked for.
 MAX_KEYS_PER_QUERY = 10_000
+
+_WITHOUT_ROWID = re.compile(r"\bWITHOUT\s+ROWID\b", re.IGNORECASE)
 
 
 SESSION_FIELDS = ("session_key", "session_data", "expire_date")
@@ -159,7 +162,10 @@ class DatabaseSource:
         # the table in its order, a page here and a page there: two and a half
         # times the time, over a million sessions.
         quote = connections[self.using].ops.quote_name
-        key, data, expires = (quote(self._column(name)) for name in SESSION_FIELDS)
+        table = quote(self.model._meta.db_table)
+        # Qualified, so that a name SQLite does not find is an error, not a
+        # string it reads as such.
+        key, data, expires = (f"{table}.{quote(self._column(name))}" for name in SESSION_FIELDS)
         where: list[str] = []
         params: list[Any] = []
         if last is not None:
@@ -178,30 +184,40 @@ class DatabaseSource:
             where.append(f"LENGTH({data}) > %s")
             params.append(self.bigger_than)
         sql = (
-            f"SELECT rowid, {key}, {data}, {expires}, LENGTH({data}) "
-            f"FROM {quote(self.model._meta.db_table)} "
+            f"SELECT rowid, {key}, {data}, {expires}, LENGTH({data}) FROM {table} "
             f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rowid LIMIT %s"
         )
         return sql, [*params, self.batch_size]
 
     def _has_rowid(self) -> bool:
-        """Whether the sessions are in an SQLite table that has rowids, as Django's tables do."""
+        """
+        Whether the sessions are in one SQLite table that has rowids, as
+        Django's tables do: not a view, not a table WITHOUT ROWID, not
+        fields spread over the tables of models inherited from.
+        """
         if self._rowid is None:
             self._rowid = False
             connection = connections[self.using]
-            columns = {(field.column or "").lower() for field in self.model._meta.concrete_fields}
-            # A column of that name would be read in place of the rowid.
-            if connection.vendor == "sqlite" and "rowid" not in columns:
+            table = self.model._meta.db_table
+            if connection.vendor == "sqlite" and all(
+                self.model._meta.get_field(name).model._meta.db_table == table
+                for name in SESSION_FIELDS
+            ):
                 # Not a read of the sessions: whatever keeps this from
                 # answering, the first page says more clearly.
                 try:
                     found = self._fetch(
-                        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s",
-                        [self.model._meta.db_table],
+                        "SELECT sql, (SELECT COUNT(*) FROM pragma_table_info(%s) "
+                        "WHERE LOWER(name) = 'rowid') FROM sqlite_master "
+                        "WHERE type = 'table' AND name = %s",
+                        [table, table],
                     )
                 except DatabaseError:
                     found = []
-                self._rowid = bool(found) and "WITHOUT ROWID" not in found[0][0].upper()
+                # A column named rowid would be read in its place.
+                self._rowid = (
+                    bool(found) and not found[0][1] and not _WITHOUT_ROWID.search(found[0][0])
+                )
         return self._rowid
 
     def _column(self, name: str) -> str:
