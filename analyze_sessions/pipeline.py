@@ -44,8 +44,11 @@ def analyze(
     add, decode = stats.add, decoder.decode
     # What lives before the scan (Django, the site, the settings) lives until
     # it ends: out of the collector's way, it is not walked again and again
-    # while millions of short-lived objects come and go.
-    gc.freeze()
+    # while millions of short-lived objects come and go. A process that froze
+    # its objects itself (a server that forks workers) keeps them so.
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.freeze()
     try:
         for batch in batches:
             read = len(batch)
@@ -62,7 +65,8 @@ def analyze(
     except KeyboardInterrupt:
         return True
     finally:
-        gc.unfreeze()
+        if freezing:
+            gc.unfreeze()
     return False
 
 

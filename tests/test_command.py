@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -537,3 +538,16 @@ def test_django_admin_reads_one_database_while_another_is_down() -> None:
         "CommandError: Cannot read sessions from the 'replica' database: "
     )
     assert on_replica.stderr.count("\n") == 1
+
+
+def test_a_process_that_froze_its_objects_finds_them_frozen_after() -> None:
+    session_via_view(n="1")
+    gc.freeze()
+    try:
+        run_command()
+        # Still frozen (fewer, as some were freed since): not undone.
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    run_command()
+    assert gc.get_freeze_count() == 0
