@@ -161,3 +161,14 @@ def test_top_sessions_keeps_the_largest_by_size_then_key() -> None:
 
     assert [(s.stored_size, s.key) for s in top.largest_first()] == [(9, "b"), (9, "a")]
     assert TopSessions(0).largest_first() == []
+
+
+@pytest.mark.parametrize("top", [0, 1, 2, 3])
+def test_the_largest_sessions_tie_on_size_by_key(top: int) -> None:
+    sizes_and_keys = [(5, "a"), (5, "c"), (9, "x"), (5, "b"), (5, "d"), (1, "z")]
+    random.Random(top).shuffle(sizes_and_keys)
+
+    stats = stats_of([DecodedSession(size, key=key) for size, key in sizes_and_keys], top=top)
+
+    expected = sorted(sizes_and_keys, reverse=True)[:top]
+    assert [(s.stored_size, s.key) for s in stats.largest.largest_first()] == expected
