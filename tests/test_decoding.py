@@ -54,19 +54,19 @@ def test_entry_sizes_of_a_compressed_session_are_measured_uncompressed() -> None
     assert decoded.entries == {"big": len('"big":""') + 10_000}
 
 
-def test_json_that_is_not_ascii_is_read_and_measured_as_django_does() -> None:
-    # Not how Django writes JSON (it escapes what is not ASCII), but what it
-    # reads all the same, each byte a character: "café" comes out "cafÃ©".
-    payload = '{"café":"crème","n":1}'.encode()
+def test_json_another_program_wrote_is_read_as_django_reads_it_and_measured_as_it_stands() -> None:
+    # Not how Django writes JSON (it escapes what is not ASCII, and has no
+    # spaces), but what it reads all the same, each byte a character: "café"
+    # comes out "cafÃ©".
+    payload = '{"café":"crème","cart":[1, 2]}'.encode()
     data = signed(b64_encode(payload).decode())
 
     decoded = decode(data)
 
-    assert set(decoded.entries) == set(SessionStore().decode(data)) == {"caf\u00c3\u00a9", "n"}
-    assert decoded.payload_size == len(payload) == 24
-    # Entries are measured as the serializer writes them: the key as
-    # "caf\u00c3\u00a9" (17 bytes), the value as "cr\u00c3\u00a8me" (18).
-    assert decoded.entries == {"caf\u00c3\u00a9": 17 + 1 + 18, "n": 5}
+    assert set(decoded.entries) == set(SessionStore().decode(data)) == {"caf\u00c3\u00a9", "cart"}
+    assert decoded.payload_size == len(payload) == 32
+    # '"café":"crème"' is 16 bytes in UTF-8, '"cart":[1, 2]' 13.
+    assert decoded.entries == {"caf\u00c3\u00a9": 16, "cart": 13}
 
 
 def test_the_stored_size_is_the_one_the_source_measured() -> None:

@@ -43,17 +43,28 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text(max_size=12), json_values, max_size=8))
-def test_entry_sizes_and_separators_add_up_to_the_payload(session: dict[str, object]) -> None:
-    data = SessionStore().encode(session)
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), json_values, max_size=8), st.booleans())
+def test_entry_sizes_and_separators_add_up_to_the_payload(
+    session: dict[str, object], as_django_writes: bool
+) -> None:
+    # As Django writes it, or as another program might: characters
+    # unescaped, spaces inside values.
+    payload = json.dumps(session, separators=(",", ":")).encode()
+    if not as_django_writes:
+        entries = (
+            f"{json.dumps(key, ensure_ascii=False)}:{json.dumps(value, ensure_ascii=False)}"
+            for key, value in session.items()
+        )
+        payload = ("{" + ",".join(entries) + "}").encode()
+    data = signed(signing.b64_encode(payload).decode())
 
     decoded = Decoder(SessionStore).decode(RawSession("k", data, None, len(data)))
 
     separators = max(len(session) - 1, 0) + 2  # The commas, and the braces.
     assert decoded.failure is None
+    assert decoded.payload_size == len(payload)
     assert sum(decoded.entries.values()) + separators == decoded.payload_size
-    assert decoded.payload_size == len(json.dumps(session, separators=(",", ":")))
 
 
 @settings(max_examples=300, deadline=None)
