@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 
 from analyze_sessions.sources.cache import CacheSource
@@ -67,6 +68,14 @@ def _service(request: pytest.FixtureRequest, start: Callable[[], servers.Server]
 def redis_location(request: pytest.FixtureRequest) -> str:
     """Where a Redis server started for this run listens."""
     return _service(request, servers.start_redis)
+
+
+@pytest.fixture
+def redis_server(redis_location: str) -> Iterator[redis.Redis]:
+    """A client of the run's Redis, emptied first, and closed after the test."""
+    with redis.Redis.from_url(redis_location) as server:
+        server.flushdb()
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -189,9 +189,10 @@ def redis_caches(location: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("backend", [0, 1], ids=["RedisCache", "django-redis"])
-def test_redis_sessions(redis_location: str, backend: int, tmp_path: Path) -> None:
-    server = redis.Redis.from_url(redis_location)
-    server.flushdb()
+def test_redis_sessions(
+    redis_location: str, redis_server: redis.Redis, backend: int, tmp_path: Path
+) -> None:
+    server = redis_server
     # Not sessions: another site's, another version's, and other keys.
     server.set("other:3:django.contrib.sessions.cacheabc", b"x" * 100)
     server.set("shop:2:django.contrib.sessions.cacheabc", b"x" * 100)
@@ -228,9 +229,10 @@ def test_redis_sessions(redis_location: str, backend: int, tmp_path: Path) -> No
     assert new_commands <= {"scan", "mget", "strlen", "pttl", "info"}
 
 
-def test_redis_values_that_cannot_be_read_back(redis_location: str) -> None:
-    server = redis.Redis.from_url(redis_location)
-    server.flushdb()
+def test_redis_values_that_cannot_be_read_back(
+    redis_location: str, redis_server: redis.Redis
+) -> None:
+    server = redis_server
     cache = redis_caches(redis_location)[0]
     prefix = "shop:3:django.contrib.sessions.cache"
     server.set(f"{prefix}garbage0", b"\x80not a pickle")
@@ -339,10 +341,10 @@ def test_a_redis_server_that_cannot_be_reached() -> None:
     assert err.count("\n") == 1
 
 
+@pytest.mark.usefixtures("redis_server")
 def test_redis_reads_in_throttled_batches(
     redis_location: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    redis.Redis.from_url(redis_location).flushdb()
     pauses: list[float] = []
     monkeypatch.setattr("analyze_sessions.sources.cache.time.sleep", pauses.append)
     with override_settings(
@@ -374,8 +376,8 @@ def test_file_totals_after_a_limited_scan_and_impossible_keys(
     assert section(listed, "Totals")[-1] == "Listed keys not found: 2 of 2"
 
 
+@pytest.mark.usefixtures("redis_server")
 def test_redis_listed_keys_not_found_with_bigger_than(redis_location: str, tmp_path: Path) -> None:
-    redis.Redis.from_url(redis_location).flushdb()
     with override_settings(
         SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": redis_caches(redis_location)[0]}
     ):

@@ -134,16 +134,15 @@ def test_rows_deleted_and_added_during_a_scan(between_batches: Callable[..., Non
 
 @pytest.mark.django_db
 def test_a_lost_redis_connection_is_made_again(
-    redis_location: str, monkeypatch: pytest.MonkeyPatch
+    redis_location: str, redis_server: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = redis.Redis.from_url(redis_location)
-    server.flushdb()
     cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_location}
     killed: list[Any] = []
 
     def pause(seconds: float) -> None:
         if not killed:
-            killed.append(redis.Redis.from_url(redis_location).client_kill_filter(_type="normal"))
+            # Every client but the one asking.
+            killed.append(redis_server.client_kill_filter(_type="normal"))
 
     monkeypatch.setattr("analyze_sessions.sources.cache.time.sleep", pause)
     with override_settings(
