@@ -79,8 +79,8 @@ class Decoder:
         self._serializer = self._store.serializer()
         self._empty_payload_size = len(self._serializer.dumps({}))
         self._depth = depth
-        self._signer = signing.TimestampSigner(salt=self._store.key_salt)
-        self._verified = SessionVerifier(self._signer).verified
+        signer = signing.TimestampSigner(salt=self._store.key_salt)
+        self._verified = SessionVerifier(signer).verified
         self._engine_decodes = store_class.decode is not SessionBase.decode
         # Where the store's own record of the expiry is not the whole story.
         self._expiry = expiry

@@ -122,7 +122,7 @@ class SizeDistribution:
             if len(self.exact) > self.EXACT_UP_TO:
                 self._to_sketch()
         else:
-            self.buckets[0 if size <= 1 else math.ceil(math.log(size) / _LOG_GAMMA)] += 1
+            self.buckets[self._bucket(size)] += 1
 
     def merge(self, other: SizeDistribution) -> None:
         self.count += other.count
@@ -171,7 +171,7 @@ class SizeDistribution:
         ]
 
     def _bucket(self, size: int) -> int:
-        # As add() finds it: math.log(size, GAMMA) divides these same two logs.
+        # What math.log(size, GAMMA) gives, with GAMMA's log taken once.
         return 0 if size <= 1 else math.ceil(math.log(size) / _LOG_GAMMA)
 
     def _to_sketch(self) -> None:
@@ -335,9 +335,7 @@ class Stats:
         for name in _TOTALS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for key, key_stats in other.keys.items():
-            if key not in self.keys:
-                self.keys[key] = KeyStats.of(key)
-            self.keys[key].merge(key_stats)
+            _key_stats(self.keys, key).merge(key_stats)
         for path, path_stats in other.nested.items():
             _key_stats(self.nested, path).merge(path_stats)
         for pattern, pattern_stats in other.patterns.items():
@@ -359,7 +357,7 @@ class Stats:
 
 def _key_stats(table: dict[str, KeyStats], key: str) -> KeyStats:
     if key not in table:
-        table[key] = KeyStats()
+        table[key] = KeyStats.of(key)
     return table[key]
 
 
