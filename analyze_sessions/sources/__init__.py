@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib import import_module
 from typing import Any, NamedTuple, Protocol
 
+from django.conf import settings
 from django.contrib.sessions.backends import cache as cache_engine
 from django.contrib.sessions.backends import file as file_engine
 from django.contrib.sessions.backends import signed_cookies
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
 from django.db import DEFAULT_DB_ALIAS
+from django.utils import timezone as django_timezone
 
 from analyze_sessions.shards import in_range
+
+# The most a session may hold, stored or once decompressed, unless
+# --max-session-size says otherwise: past it, a session is not read whole
+# but counted as too large, so that one hostile session cannot take the
+# memory of the process that analyzes.
+DEFAULT_MAX_SESSION_SIZE = 16 * 1024 * 1024
 
 
 class RawSession(NamedTuple):
@@ -21,16 +30,31 @@ class RawSession(NamedTuple):
     A session as its store keeps it, before any decoding.
 
     ``data`` is the encoded string that database and file stores keep, or
-    the value itself that a cache keeps (the session dict, unsigned).
-    ``stored_size`` is the size of what the store holds as the store
-    measures it, so that a size filter applied by the store and the sizes
-    reported always agree.
+    the value itself that a cache keeps (the session dict, unsigned); None
+    where the session is larger than the bound on what is read, so it was
+    not read; a :class:`~analyze_sessions.unpickling.Refused` where a cache
+    holds a pickle of a class a session cannot hold. ``stored_size`` is the
+    size of what the store holds as the store measures it, so that a size
+    filter applied by the store and the sizes reported always agree.
+    ``expires_at`` is aware, in UTC (see :func:`aware`), or None.
     """
 
     key: str
     data: Any
     expires_at: datetime | None
     stored_size: int
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """
+    ``moment`` as an aware datetime. A naive one is read as Django writes
+    them: in UTC with ``USE_TZ = True``, in ``TIME_ZONE`` without.
+    """
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    if settings.USE_TZ:
+        return moment.replace(tzinfo=timezone.utc)
+    return django_timezone.make_aware(moment, django_timezone.get_default_timezone())
 
 
 def valid_key(key: str) -> bool:
@@ -82,13 +106,15 @@ def open_source(
     batch_size: int = 1000,
     sleep_time: float = 0.0,
     key_range: tuple[str | None, str | None] = (None, None),
+    max_size: int = DEFAULT_MAX_SESSION_SIZE,
 ) -> Source:
     """
     Return the source of the sessions that ``engine`` keeps.
 
     ``scanning`` says whether every session is to be read (rather than
     listed ones), which some stores cannot do. Only keys in ``key_range``
-    are read, listed or counted.
+    are read, listed or counted. A session stored in more than
+    ``max_size`` bytes is not read (its ``data`` is None).
     """
     # Each module imports this one, for RawSession.
     from analyze_sessions.sources.cache import cache_source
@@ -100,6 +126,7 @@ def open_source(
         "batch_size": batch_size,
         "sleep_time": sleep_time,
         "key_range": key_range,
+        "max_size": max_size,
     }
     model = named_model(model_label) if model_label else session_model(engine, store_class)
     if model is not None:
@@ -120,10 +147,19 @@ def open_source(
 
 
 class Source(Protocol):
-    """What the command reads sessions from, whatever the store."""
+    """
+    What the command reads sessions from, whatever the store.
+
+    ``unreadable`` counts, by reason, the sessions the store names but that
+    could not be read (a file that is a symbolic link, a Redis key that
+    holds no string): they are not processed, and are reported apart. With
+    listed keys, processed + filtered out + ``keys_not_found`` +
+    ``unreadable`` = ``keys_listed``.
+    """
 
     keys_listed: int
     keys_not_found: int
+    unreadable: Counter[str]
 
     def total_sessions(self) -> int | None:
         """How many sessions the store holds; None if it cannot count them."""
@@ -150,6 +186,7 @@ class ListingSource:
     key_range: tuple[str | None, str | None]
     keys_listed: int
     keys_not_found: int
+    unreadable: Counter[str]
     _sessions_seen: int | None
 
     def total_sessions(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import pickle
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -18,6 +19,7 @@ from django.core.cache.backends.redis import RedisCache
 
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.sources import (
+    DEFAULT_MAX_SESSION_SIZE,
     ListingSource,
     RawSession,
     SourceError,
@@ -88,6 +90,7 @@ class CacheSource:
         batch_size: int = 1000,
         sleep_time: float = 0.0,
         key_range: KeyRange = EVERY_KEY,
+        max_size: int = DEFAULT_MAX_SESSION_SIZE,
     ) -> None:
         self.cache = cache
         self.key_range = key_range
@@ -98,6 +101,8 @@ class CacheSource:
         self.keys_listed = 0
         self.keys_not_found = 0
         self._batches = 0
+        self.max_size = max_size
+        self.unreadable: Counter[str] = Counter()
 
     def total_sessions(self) -> int | None:
         """None: such a cache cannot count its sessions."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from importlib import import_module
@@ -17,7 +18,13 @@ from django.db.models import Field, Model, QuerySet
 from django.db.models.functions import Length
 
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
-from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine, first_line
+from analyze_sessions.sources import (
+    DEFAULT_MAX_SESSION_SIZE,
+    RawSession,
+    SourceError,
+    UnsupportedEngine,
+    first_line,
+)
 
 T = TypeVar("T")
 
@@ -115,6 +122,7 @@ class DatabaseSource:
         batch_size: int = 1000,
         sleep_time: float = 0.0,
         key_range: KeyRange = EVERY_KEY,
+        max_size: int = DEFAULT_MAX_SESSION_SIZE,
     ) -> None:
         self.model = model
         self.using = using
@@ -127,6 +135,8 @@ class DatabaseSource:
         self._queried = False
         self._worked = False
         self._rowid: bool | None = None
+        self.max_size = max_size
+        self.unreadable: Counter[str] = Counter()
 
     def total_sessions(self) -> int:
         """Count every session in the store, whatever the filters."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.sources import (
+    DEFAULT_MAX_SESSION_SIZE,
     ListingSource,
     RawSession,
     SourceError,
@@ -40,6 +42,7 @@ class FileSource(ListingSource):
         batch_size: int = 1000,
         sleep_time: float = 0.0,
         key_range: KeyRange = EVERY_KEY,
+        max_size: int = DEFAULT_MAX_SESSION_SIZE,
     ) -> None:
         self.key_range = key_range
         try:
@@ -55,6 +58,8 @@ class FileSource(ListingSource):
         self.keys_not_found = 0
         self._sessions_seen: int | None = None
         self._batches = 0
+        self.max_size = max_size
+        self.unreadable: Counter[str] = Counter()
 
     def expiry(self, raw: RawSession, session: dict[str, Any]) -> datetime | None:
         """When the session expires, judged as Django's file engine judges it."""
