@@ -43,6 +43,7 @@ def cache_source(
     batch_size: int,
     sleep_time: float,
     key_range: KeyRange = EVERY_KEY,
+    max_size: int = DEFAULT_MAX_SESSION_SIZE,
 ) -> CacheSource:
     """The source for the engine's cache: one that lists, where it can."""
     alias = settings.SESSION_CACHE_ALIAS
@@ -55,6 +56,7 @@ def cache_source(
         "batch_size": batch_size,
         "sleep_time": sleep_time,
         "key_range": key_range,
+        "max_size": max_size,
     }
     if isinstance(cache, RedisCache) or type(cache).__module__.startswith("django_redis."):
         return RedisSource(cache, store_class.cache_key_prefix, **options)
