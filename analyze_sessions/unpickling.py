@@ -11,28 +11,55 @@ only the types a session can hold; any other class is refused by name.
 
 from __future__ import annotations
 
+import _compat_pickle
+import collections
+import copyreg
 import io
 import pickle
+import pickletools
+import zoneinfo
+from collections.abc import Callable
 from typing import Any
+
+from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE
 
 # The classes, by module, that a session's values may be made of, beyond
 # what pickle builds without naming a class (None, bools, numbers, str,
 # bytes, tuples, lists, dicts, and sets in protocol 4 and later).
+# None of them computes or allocates more than what the pickle spells out
+# (no range, no Fraction, whose text can stand for a number of a billion
+# digits), and those that could are guarded below.
 ALLOWED: dict[str, frozenset[str]] = {
-    # Protocols 0 to 3 name sets and the like; copyreg._reconstructor
-    # rebuilds objects pickled with protocols 0 and 1, from allowed
-    # classes only (object is its base for plain instances).
-    "builtins": frozenset({"set", "frozenset", "bytearray", "complex", "range", "slice", "object"}),
+    # Protocols 0 to 3 name sets and the like, and defaultdict names its
+    # factory; copyreg._reconstructor rebuilds objects pickled with
+    # protocols 0 and 1, from allowed classes only (object is its base for
+    # plain instances).
+    "builtins": frozenset(
+        {
+            *("set", "frozenset", "list", "tuple", "dict", "bytes", "bytearray"),
+            *("str", "int", "float", "bool", "complex", "slice", "object", "getattr"),
+        }
+    ),
     "copyreg": frozenset({"_reconstructor"}),
     "collections": frozenset({"OrderedDict", "deque", "Counter", "defaultdict"}),
     "datetime": frozenset({"date", "time", "datetime", "timedelta", "timezone"}),
     "decimal": frozenset({"Decimal"}),
-    "fractions": frozenset({"Fraction"}),
     "uuid": frozenset({"UUID", "SafeUUID"}),
-    "zoneinfo": frozenset({"ZoneInfo._unpickle"}),
+    "zoneinfo": frozenset({"ZoneInfo"}),
+    # How protocols 0 to 2 write bytes.
+    "_codecs": frozenset({"encode"}),
 }
-# Python 2's name for builtins, which protocols 0 to 2 write.
-ALLOWED["__builtin__"] = ALLOWED["builtins"]
+
+
+# A pickle builds an object of 50 bytes or more from one byte (an empty
+# list, say): one that is large enough to matter has its objects counted
+# before any is built, at this many bytes each.
+BYTES_AN_OBJECT = 64
+_COUNTED_PAST = 64 * 1024
+
+
+class TooLarge(Exception):
+    """The pickle would build more objects than its bound allows."""
 
 
 class Refused(Exception):
@@ -43,21 +70,105 @@ class Refused(Exception):
         self.class_name = class_name
 
 
+def _of_built_items(kind: type[Any]) -> Callable[..., Any]:
+    """
+    ``kind``, made only of items the pickle built one by one (and so were
+    counted): never of a string's characters or bytes, which a few bytes of
+    pickle would turn into millions of objects.
+    """
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        if args and isinstance(args[0], (str, bytes, bytearray, memoryview)):
+            raise Refused(f"{kind.__module__}.{kind.__qualname__} of a string")
+        return kind(*args, **kwargs)
+
+    return make
+
+
+def _of_bytes(kind: type[Any]) -> Callable[..., Any]:
+    """``kind`` (bytes, bytearray) of bytes or text: never of a size, a few
+    bytes of pickle for ``bytearray(300_000_000)``."""
+
+    def make(*args: Any) -> Any:
+        if args and not isinstance(args[0], (str, bytes)):
+            raise Refused(f"builtins.{kind.__name__} of a size")
+        return kind(*args)
+
+    return make
+
+
+def _encode(text: Any, encoding: str = "utf-8") -> bytes:
+    # What protocols 0 to 2 write for bytes: _codecs.encode(text, "latin1").
+    if not isinstance(text, str) or encoding != "latin1":
+        raise Refused("_codecs.encode of anything but latin-1 text")
+    return text.encode("latin-1")
+
+
+def _reconstructor(cls: type[Any], base: type[Any], state: Any) -> Any:
+    # With another base, state goes to its constructor: bytearray(size), say.
+    if base is not object:
+        raise Refused("copyreg._reconstructor of another base than object")
+    return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
+
+
+_COLLECTIONS = (
+    collections.OrderedDict,
+    collections.deque,
+    collections.Counter,
+    collections.defaultdict,
+)
+
+
+def _getattr(owner: Any, name: str) -> Any:
+    # A time zone pickles as getattr(ZoneInfo, "_unpickle"); getattr of
+    # anything else reaches any object in the process.
+    if owner is not zoneinfo.ZoneInfo or name != "_unpickle":
+        raise Refused("builtins.getattr of anything but a time zone")
+    return zoneinfo.ZoneInfo._unpickle  # type: ignore[attr-defined]
+
+
+_GUARDED: dict[tuple[str, str], Callable[..., Any]] = {
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("_codecs", "encode"): _encode,
+    ("builtins", "getattr"): _getattr,
+    **{("builtins", kind.__name__): _of_bytes(kind) for kind in (bytes, bytearray)},
+    **{
+        (kind.__module__, kind.__name__): _of_built_items(kind)
+        for kind in (set, frozenset, list, tuple, dict, *_COLLECTIONS)
+    },
+}
+
+
 class _SessionUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if name in ALLOWED.get(module, ()):
-            return super().find_class(module, name)
-        raise Refused(f"{module}.{name}")
+        # Protocols 0 to 2 write Python 2's names (__builtin__.long): read
+        # them as pickle does, then check, and load, what they stand for.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if name not in ALLOWED.get(module, ()):
+            raise Refused(f"{module}.{name}")
+        guarded = _GUARDED.get((module, name))
+        return guarded if guarded is not None else super().find_class(module, name)
 
     def persistent_load(self, pid: Any) -> Any:
         raise Refused("a persistent id")
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes, max_size: int = DEFAULT_MAX_SESSION_SIZE) -> Any:
     """
-    The value ``data`` pickles, built only from allowed types.
+    The value ``data`` pickles, built only from allowed types, in about
+    ``max_size`` bytes of memory at most.
 
-    Raises :class:`Refused` for a class outside ``ALLOWED``, and whatever
-    pickle raises for data that is not a pickle.
+    Raises :class:`Refused` for a class outside ``ALLOWED`` and
+    :class:`TooLarge` for more objects than ``max_size`` bytes hold, and
+    whatever pickle raises for data that is not a pickle.
     """
+    if len(data) > _COUNTED_PAST:
+        budget = max_size // BYTES_AN_OBJECT
+        try:
+            for count, _ in enumerate(pickletools.genops(data), start=1):
+                if count > budget:  # Each opcode builds one object at most.
+                    raise TooLarge
+        except ValueError:
+            pass  # Not a pickle, which the unpickler will say its own way.
     return _SessionUnpickler(io.BytesIO(data)).load()

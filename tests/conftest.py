@@ -43,7 +43,29 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: {backend}" + (f" (unavailable: {unavailable})" if unavailable else "")
 
 
+# The arguments of pytest.mark.django_db, in their order.
+_DJANGO_DB_ARGUMENTS = (
+    "transaction",
+    "reset_sequences",
+    "databases",
+    "serialized_rollback",
+    "available_apps",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("ANALYZE_SESSIONS_DB", "sqlite") == "sqlite":
+        # The source reads SQLite through a read-only connection of its own,
+        # which cannot see what a test wrote inside a transaction that is
+        # never committed: on SQLite every database test commits, and the
+        # database is emptied after it. PostgreSQL and MariaDB read through
+        # the test's own connection, and keep the cheaper rolled-back tests.
+        for item in items:
+            marker = item.get_closest_marker("django_db")
+            if marker is not None:
+                arguments = dict(zip(_DJANGO_DB_ARGUMENTS, marker.args, strict=False))
+                arguments.update(marker.kwargs, transaction=True)
+                item.add_marker(pytest.mark.django_db(**arguments), append=False)
     unavailable = config.stash.get(_UNAVAILABLE, None)
     if unavailable is None:
         return

@@ -50,3 +50,14 @@ class ExtendedSession(Session):
 
     class Meta:
         app_label = "tests"
+
+
+class NullableSession(models.Model):
+    """A hand-made table whose session columns may all be NULL."""
+
+    session_key = models.CharField(max_length=40, null=True)
+    session_data = models.TextField(null=True)
+    expire_date = models.DateTimeField(null=True)
+
+    class Meta:
+        app_label = "tests"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -86,6 +87,48 @@ def first_line(error: Exception) -> str:
     return lines[0].rstrip(".") if lines else type(error).__name__
 
 
+# What a driver's message may quote (a value it was given or read, an
+# identifier), and any run of letters and digits long enough to be a session
+# key or much of one. A quote that follows a letter or a digit is an
+# apostrophe ("doesn't"), not an opening one; a closing quote is not followed
+# by one; a quote never closed hides the rest of the line.
+_QUOTED_OR_KEY_LIKE = re.compile(
+    r"(?<![A-Za-z0-9])(['\"`])(.*?)\1(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])['\"`].*"
+    r"|[A-Za-z0-9]{16,}"
+)
+
+
+def driver_message(error: Exception, names: Iterable[str] = ()) -> str:
+    """
+    The first line of a database driver's ``error`` with nothing in it that
+    could be data: what it quotes is hidden unless it is one of ``names`` (or
+    names joined with dots: the tables, columns and database the query
+    named), and so is any run of 16 or more letters and digits that is not
+    one of them. A driver quotes values it was given or read
+    (``invalid input syntax for type integer: "..."``, ``Duplicate entry
+    '...'``), and cron mails what the command prints.
+    """
+    # MySQLdb's errors hold (code, message), which str() shows as a tuple.
+    if len(error.args) == 2 and isinstance(error.args[0], int) and isinstance(error.args[1], str):
+        text = error.args[1]
+    else:
+        text = str(error)
+    lines = text.strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    known = set(names)
+
+    def hidden(match: re.Match[str]) -> str:
+        quoted = match.group(2)
+        shown = match.group(0) if quoted is None else quoted
+        if shown and all(part in known for part in shown.split(".")):
+            return match.group(0)
+        return "(hidden)"
+
+    return _QUOTED_OR_KEY_LIKE.sub(hidden, lines[0]).strip().rstrip(".") or type(error).__name__
+
+
 def session_store_class(engine: str) -> type[SessionBase]:
     """Return the ``SessionStore`` class of the session engine module ``engine``."""
     try:
@@ -154,12 +197,16 @@ class Source(Protocol):
     could not be read (a file that is a symbolic link, a Redis key that
     holds no string): they are not processed, and are reported apart. With
     listed keys, processed + filtered out + ``keys_not_found`` +
-    ``unreadable`` = ``keys_listed``.
+    ``unreadable`` = ``keys_listed``; in a whole scan, processed + filtered
+    out + ``unreadable`` + ``sessions_gone`` = the total.
     """
 
     keys_listed: int
     keys_not_found: int
     unreadable: Counter[str]
+    # Sessions a scan listed that were gone when it came to read them
+    # (deleted, or expired since), where the store lists before it reads.
+    sessions_gone: int
 
     def total_sessions(self) -> int | None:
         """How many sessions the store holds; None if it cannot count them."""
@@ -169,6 +216,9 @@ class Source(Protocol):
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         """The listed sessions that pass the filters, a batch at a time."""
+
+    def close(self) -> None:
+        """Let go of the connections and files it holds: the run is over."""
 
 
 class ListingSource:
@@ -187,6 +237,7 @@ class ListingSource:
     keys_listed: int
     keys_not_found: int
     unreadable: Counter[str]
+    sessions_gone: int = 0
     _sessions_seen: int | None
 
     def total_sessions(self) -> int:
@@ -203,11 +254,16 @@ class ListingSource:
             seen += 1
             names.append(name)
             if len(names) == self.batch_size:
-                yield self._read(names)[0]
+                yield self._read_counting_gone(names)
                 names = []
         if names:
-            yield self._read(names)[0]
+            yield self._read_counting_gone(names)
         self._sessions_seen = seen
+
+    def _read_counting_gone(self, names: list[tuple[str, Any]]) -> list[RawSession]:
+        batch, gone = self._read(names)
+        self.sessions_gone += gone
+        return batch
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
@@ -221,6 +277,9 @@ class ListingSource:
             self.keys_not_found += len(chunk) - len(names) + missing
             if batch:
                 yield batch
+
+    def close(self) -> None:
+        """Nothing to let go of, unless a store holds a connection."""
 
     def _listed(self) -> Iterator[tuple[str, Any]]:
         raise NotImplementedError

@@ -1,0 +1,229 @@
+"""
+Sessions kept by Django's ``cache`` engine in a ``FileBasedCache``, read
+from its files rather than through the backend.
+
+The backend's ``get()`` deletes every expired file it opens, and unpickles
+whatever a file holds with ``pickle.loads()``, which runs any code a pickle
+names: reading through it would write to the store, and let whoever can
+write to the cache directory run code in the process that analyzes.
+"""
+
+from __future__ import annotations
+
+import pickletools
+import time
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from django.core.cache.backends.base import CacheKeyWarning
+from django.core.cache.backends.filebased import FileBasedCache
+
+from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
+from analyze_sessions.sources import (
+    DEFAULT_MAX_SESSION_SIZE,
+    RawSession,
+    SourceError,
+    UnsupportedEngine,
+    valid_key,
+)
+from analyze_sessions.sources.files import (
+    NotThere,
+    Unreadable,
+    masked,
+    read_regular_file,
+    regular_file_status,
+    utc_moment,
+)
+from analyze_sessions.unpickling import Refused, TooLarge, loads
+
+# Enough of a file's start to hold the pickle of its expiry (a float pickles
+# to 20 bytes or so), so that a file too large to read still has an expiry.
+_EXPIRY_HEAD = 256
+
+
+class FileCacheSource:
+    """
+    Read listed sessions from the files of a ``FileBasedCache``, never
+    writing, never deleting.
+
+    A file holds the pickle of its expiry (a timestamp, or None for never)
+    and then the zlib-compressed pickle of the value, as the backend writes
+    them; its name is the one the cache itself makes from the key. An
+    expired entry is read like any other, with its expiry in the past, so
+    it counts as expired; the backend would have deleted it. Pickles are
+    read with :func:`analyze_sessions.unpickling.loads`, so a class a
+    session cannot hold is refused by name (the session's data is the
+    :class:`~analyze_sessions.unpickling.Refused`). A value over
+    ``max_size`` bytes, stored or decompressed, is not read (its data is
+    None). The stored size is the file's size.
+
+    File names are hashes of the keys, so session entries cannot be told
+    from other cache entries: only sessions whose keys are given are read.
+    """
+
+    # Reads what it finds when it finds it: nothing is listed first, to be gone after.
+    sessions_gone = 0
+
+    def __init__(
+        self,
+        cache: FileBasedCache,
+        key_prefix: str,
+        *,
+        bigger_than: int | None = None,
+        batch_size: int = 1000,
+        sleep_time: float = 0.0,
+        key_range: KeyRange = EVERY_KEY,
+        max_size: int = DEFAULT_MAX_SESSION_SIZE,
+    ) -> None:
+        self.cache = cache
+        # The backend's own naming, so that names always match what it writes.
+        self._file_name: Callable[[str], str] = cache._key_to_file  # type: ignore[attr-defined]
+        self.directory: str = cache._dir  # type: ignore[attr-defined]
+        self.key_prefix = key_prefix
+        self.bigger_than = bigger_than
+        self.batch_size = batch_size
+        self.sleep_time = sleep_time
+        self.key_range = key_range
+        self.max_size = max_size
+        self.keys_listed = 0
+        self.keys_not_found = 0
+        self.unreadable: Counter[str] = Counter()
+        self._batches = 0
+
+    def close(self) -> None:
+        """Nothing to let go of: each file is closed once read."""
+
+    def total_sessions(self) -> int | None:
+        """None: the cache's file names do not say which entries are sessions."""
+        return None
+
+    def scan(self) -> Iterator[list[RawSession]]:
+        raise UnsupportedEngine(
+            "A file-based cache names its files by hashes of their keys, so its "
+            "sessions cannot be told from other entries: pass --ids-from with the "
+            "keys of the sessions to analyze."
+        )
+
+    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
+        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
+        self.keys_listed += len(wanted)
+        for start in range(0, len(wanted), self.batch_size):
+            self._pause()
+            batch = []
+            for key in wanted[start : start + self.batch_size]:
+                # Only a key that could be a session key is looked for.
+                if not valid_key(key):
+                    self.keys_not_found += 1
+                elif (raw := self._read(key)) is not None:
+                    batch.append(raw)
+            if batch:
+                yield batch
+
+    def _read(self, key: str) -> RawSession | None:
+        """The session, or None if it is not there, cannot be read or is filtered out."""
+        try:
+            with warnings.catch_warnings():
+                # Its text quotes the whole key, and memcached's limits do not apply here.
+                warnings.simplefilter("ignore", CacheKeyWarning)
+                path = self._file_name(self.key_prefix + key)
+        except Exception as error:  # Whatever the site's own KEY_FUNCTION raises.
+            raise SourceError(
+                f"Cannot name the cache file of the session {masked(key)}: {type(error).__name__}."
+            ) from error
+        try:
+            status = regular_file_status(path)
+            if self.bigger_than is not None and status.st_size <= self.bigger_than:
+                return None
+            content = read_regular_file(path, self.max_size, head=_EXPIRY_HEAD)
+        except NotThere:
+            self.keys_not_found += 1
+            return None
+        except Unreadable as unreadable:
+            self.unreadable[unreadable.reason] += 1
+            return None
+        except OSError as error:
+            raise SourceError(
+                f"Cannot read the cache file of the session {masked(key)} in "
+                f"'{self.directory}': {error.strerror}."
+            ) from error
+        if content.data is None:
+            try:
+                expires_at, _ = _expiry(content.head)
+            except (Refused, _Corrupt):
+                expires_at = None
+            return RawSession(key, None, expires_at, content.size)
+        return RawSession(key, *self._value(content.data), content.size)
+
+    def _value(self, data: bytes) -> tuple[Any, datetime | None]:
+        """
+        The session value a file holds, and when it expires. A value that
+        cannot be read is returned as the bytes it is made of, for the
+        decoder to count as a bad payload (it never shows them).
+        """
+        if not data:
+            # An empty file: the backend takes it for an entry that expired
+            # at the epoch, and holds no value.
+            return data, utc_moment(0)
+        try:
+            expires_at, end = _expiry(data)
+        except Refused as refused:
+            return refused, None
+        except _Corrupt:
+            return data, None
+        decompressor = zlib.decompressobj()
+        try:
+            payload = decompressor.decompress(data[end:], self.max_size + 1)
+        except zlib.error:
+            return data, expires_at
+        if len(payload) > self.max_size:
+            return None, expires_at
+        if not decompressor.eof:  # Cut short.
+            return data, expires_at
+        try:
+            return loads(payload, self.max_size), expires_at
+        except Refused as refused:
+            return refused, expires_at
+        except TooLarge:
+            return None, expires_at
+        except Exception:  # Whatever pickle raises on data that is not a pickle.
+            return data, expires_at
+
+    def _pause(self) -> None:
+        if self._batches and self.sleep_time:
+            time.sleep(self.sleep_time)
+        self._batches += 1
+
+
+class _Corrupt(Exception):
+    """The file does not start with the pickle of an expiry."""
+
+
+def _expiry(data: bytes) -> tuple[datetime | None, int]:
+    """
+    When the entry whose file starts with ``data`` expires (None: never),
+    and where the pickle of its expiry ends.
+
+    Raises :class:`_Corrupt` where no expiry can be read, and
+    :class:`Refused` where the pickle names a class.
+    """
+    try:
+        # Where the first pickle stops, found without building anything.
+        end = next(
+            pos + 1
+            for opcode, _, pos in pickletools.genops(data)
+            if opcode.name == "STOP" and pos is not None
+        )
+        expiry = loads(data[:end])
+    except Refused:
+        raise
+    except Exception as error:
+        raise _Corrupt from error
+    if expiry is None:
+        return None, end
+    if isinstance(expiry, (int, float)):
+        return utc_moment(expiry), end
+    raise _Corrupt
