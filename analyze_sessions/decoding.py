@@ -19,12 +19,14 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.utils.encoding import force_bytes
 
-from analyze_sessions.sources import RawSession
+from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE, RawSession
+from analyze_sessions.unpickling import Refused
 
 BAD_SIGNATURE = "bad signature"
 BAD_ENCODING = "bad encoding"
 BAD_PAYLOAD = "bad payload"
-FAILURES = (BAD_SIGNATURE, BAD_ENCODING, BAD_PAYLOAD)
+TOO_LARGE = "too large"
+FAILURES = (BAD_SIGNATURE, BAD_ENCODING, BAD_PAYLOAD, TOO_LARGE)
 
 # What Django's signing writes: base64 (marked "." when compressed), a
 # base62 timestamp, and a base64 HMAC (SHA-256, or SHA-1 from old Djangos).
@@ -46,7 +48,9 @@ class DecodedSession:
     ``nested`` each path into its dict and list values (``cart[]``,
     ``wizard.step_data``) to the bytes it takes there. An undecodable session
     has a ``failure`` (one of ``FAILURES``) and no entries; ``unknown_key``
-    says it is well-formed but signed with a key that is not configured.
+    says it is well-formed but signed with a key that is not configured,
+    and ``refused_class`` names the class a cached pickle held that a
+    session cannot hold.
     """
 
     stored_size: int
@@ -58,6 +62,7 @@ class DecodedSession:
     user_id: str | None = None
     unknown_key: bool = False
     nested: dict[str, int] = field(default_factory=dict)
+    refused_class: str | None = None
 
 
 class Decoder:
@@ -67,6 +72,11 @@ class Decoder:
     Built once per run: the signer, salt and serializer are looked up here,
     not per session. Unlike ``SessionStore.decode()``, which returns ``{}``
     for any session it cannot read, the decoder says why it could not.
+
+    No session is decoded past ``max_size`` bytes, stored or decompressed:
+    it is undecodable, too large, and the memory it would take is never
+    taken. Such a session is not handed to an engine's own ``decode()``
+    either, which would decompress it whole.
     """
 
     def __init__(
@@ -74,7 +84,9 @@ class Decoder:
         store_class: type[SessionBase],
         expiry: Callable[[RawSession, dict[Any, Any]], datetime | None] | None = None,
         depth: int = 0,
+        max_size: int = DEFAULT_MAX_SESSION_SIZE,
     ) -> None:
+        self._max_size = max_size
         self._store = store_class()
         self._serializer = self._store.serializer()
         self._empty_payload_size = len(self._serializer.dumps({}))
@@ -92,8 +104,12 @@ class Decoder:
         """Decode ``raw``; never raises, whatever its data holds."""
         payload_size: int | None = None  # Unless it is measured on the way.
         entries: dict[str, int] | None = None  # Likewise.
+        if raw.data is None:  # The store did not read it: over the bound.
+            return self._undecodable(raw, TOO_LARGE)
         if not isinstance(raw.data, str):
             # Caches keep the session dict itself.
+            if isinstance(raw.data, Refused):
+                return self._undecodable(raw, BAD_PAYLOAD, refused_class=raw.data.class_name)
             if not isinstance(raw.data, dict):
                 return self._undecodable(raw, BAD_PAYLOAD)
             session = raw.data
@@ -105,7 +121,9 @@ class Decoder:
                 # way cannot. If it too returns nothing, Django's reason is
                 # the one to report: such engines return {} for data they
                 # cannot read.
-                session = self._decode_with_engine(raw.data) if self._engine_decodes else {}
+                session = {}
+                if self._engine_decodes and undecodable.reason != TOO_LARGE:
+                    session = self._decode_with_engine(raw.data)
                 if not session:
                     return self._undecodable(raw, undecodable.reason)
         try:
@@ -157,6 +175,8 @@ class Decoder:
         # raises on hostile data (non-ASCII text makes the signature check
         # raise TypeError, for one), as Django's own decode() does. The
         # serializer only ever sees data whose signature verified.
+        if len(data) > self._max_size:
+            raise _Undecodable(TOO_LARGE)
         try:
             encoded = self._verified(data)
         except Exception:
@@ -165,7 +185,9 @@ class Decoder:
             compressed = encoded[:1] == b"."
             payload = b64_decode(encoded[1:] if compressed else encoded)
             if compressed:
-                payload = zlib.decompress(payload)
+                payload = self._decompressed(payload)
+        except _Undecodable:
+            raise
         except Exception:
             raise _Undecodable(BAD_ENCODING) from None
         if self._compact_json:
@@ -180,6 +202,19 @@ class Decoder:
             raise _Undecodable(BAD_PAYLOAD)
         return session, len(payload), None
 
+    def _decompressed(self, data: bytes) -> bytes:
+        """
+        What ``zlib.decompress(data)`` gives, up to the bound: a few
+        kilobytes signed with the site's key can expand to gigabytes.
+        """
+        decompressor = zlib.decompressobj()
+        payload = decompressor.decompress(data, self._max_size + 1)
+        if len(payload) > self._max_size:
+            raise _Undecodable(TOO_LARGE)
+        if not decompressor.eof:  # As zlib.decompress() refuses a truncated stream.
+            raise _Undecodable(BAD_ENCODING)
+        return payload
+
     def _decode_with_engine(self, data: str) -> dict[Any, Any]:
         try:
             session = self._store.decode(data)
@@ -188,7 +223,9 @@ class Decoder:
         return session if isinstance(session, dict) else {}
 
     @staticmethod
-    def _undecodable(raw: RawSession, reason: str) -> DecodedSession:
+    def _undecodable(
+        raw: RawSession, reason: str, refused_class: str | None = None
+    ) -> DecodedSession:
         unknown_key = (
             reason == BAD_SIGNATURE
             and isinstance(raw.data, str)
@@ -200,6 +237,7 @@ class Decoder:
             expires_at=raw.expires_at,
             key=raw.key,
             unknown_key=unknown_key,
+            refused_class=refused_class,
         )
 
 
@@ -207,16 +245,18 @@ class SessionVerifier:
     """
     Verifies signed values as ``signer.unsign()`` does, but prepares the
     HMAC of each secret once, where salted_hmac() derives its key and
-    starts its HMAC again on every call: the same answers, in less than
-    half the time a session.
+    starts its HMAC again on every call: the same answers, in less time a
+    session.
     """
 
     def __init__(self, signer: signing.TimestampSigner) -> None:
         self._sep = signer.sep.encode()
         hasher = getattr(hashlib, signer.algorithm)
         salt = force_bytes(signer.salt) + b"signer"
+        # The keys salted_hmac() derives, each made into an HMAC once and
+        # copied for each message: the standard library's, with OpenSSL's.
         self._hmacs = [
-            _Hmac(hasher, hasher(salt + force_bytes(key or signer.key)).digest())
+            hmac.new(hasher(salt + force_bytes(key)).digest(), digestmod=signer.algorithm)
             for key in [signer.key, *signer.fallback_keys]
         ]
 
@@ -230,8 +270,10 @@ class SessionVerifier:
         if self._sep not in data:
             raise signing.BadSignature("No separator found in value")
         message, signature = data.rsplit(self._sep, 1)
-        for mac in self._hmacs:
-            expected = binascii.b2a_base64(mac.digest(message), newline=False)
+        for prepared in self._hmacs:
+            mac = prepared.copy()
+            mac.update(message)
+            expected = binascii.b2a_base64(mac.digest(), newline=False)
             if hmac.compare_digest(signature, expected.translate(_TO_URLSAFE).rstrip(b"=")):
                 break
         else:
@@ -244,31 +286,6 @@ class SessionVerifier:
         return value
 
 
-class _Hmac:
-    """
-    HMAC (RFC 2104) with one key, whose padded inner and outer hash states
-    are computed once and copied for each message.
-    """
-
-    def __init__(self, hasher: Callable[..., Any], key: bytes) -> None:
-        block_size = hasher().block_size
-        if len(key) > block_size:
-            key = hasher(key).digest()
-        key = key.ljust(block_size, b"\0")
-        self._inner = hasher(key.translate(_XOR_INNER))
-        self._outer = hasher(key.translate(_XOR_OUTER))
-
-    def digest(self, message: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        digest: bytes = outer.digest()
-        return digest
-
-
-_XOR_INNER = bytes(byte ^ 0x36 for byte in range(256))
-_XOR_OUTER = bytes(byte ^ 0x5C for byte in range(256))
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 

@@ -104,7 +104,12 @@ class Report:
     over_cookie_limit: int = 0
     over_memcached_limit: int = 0
     memcached: bool = False
+    cached: bool = False  # Kept in a cache only: no clearsessions for them.
     partial: bool = False
+    unreadable: tuple[tuple[str, int], ...] = ()
+    sessions_gone: int = 0
+    unreadable_expiry: int = 0
+    refused_classes: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_stats(
@@ -114,6 +119,7 @@ class Report:
         total_sessions: int | None,
         keys_listed: int | None = None,
         keys_not_found: int | None = None,
+        unreadable: dict[str, int] | None = None,
         **context: Any,
     ) -> Report:
         """The report of ``stats``; ``context`` sets the fields stats do not know."""
@@ -135,6 +141,8 @@ class Report:
             undecodable_bytes=stats.undecodable_bytes,
             keys_listed=keys_listed,
             keys_not_found=keys_not_found,
+            unreadable=_by_count(unreadable or {}),
+            refused_classes=_by_count(stats.refused_classes),
             payload_bytes=stats.payload_bytes,
             percentiles={
                 **{name: stats.sizes.percentile(percent) for name, percent in _PERCENTILES},
@@ -179,6 +187,15 @@ class Report:
     @property
     def anonymous_sessions(self) -> int:
         return self.processed - self.undecodable_sessions - self.authenticated_sessions
+
+    @property
+    def unreadable_sessions(self) -> int:
+        return sum(count for _, count in self.unreadable)
+
+
+def _by_count(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """The counts, most first, then by name."""
+    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _key_lines(table: dict[str, Any]) -> tuple[KeyLine, ...]:
@@ -228,6 +245,16 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
             f"Compression: decodable sessions are stored in "
             f"{_percent(decodable_stored, report.payload_bytes)} of their payload's size"
         )
+    if report.unreadable:
+        totals.append(
+            f"Unreadable: {_sessions(report.unreadable_sessions)} ({_counted(report.unreadable)})"
+            f": named as sessions, but not read, so not processed"
+        )
+    if report.sessions_gone:
+        totals.append(
+            f"Gone while read: {_sessions(report.sessions_gone)}: listed, then deleted or "
+            f"expired before they were read"
+        )
     if report.keys_listed is not None:
         totals.append(f"Listed keys not found: {report.keys_not_found} of {report.keys_listed}")
     yield from _section("Totals", totals)
@@ -241,15 +268,23 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
             [_largest_line(session, size, show_keys) for session in report.largest],
         )
 
-    yield from _section(
-        "Expired",
-        [
-            f"{_sessions(report.expired_sessions)} "
-            f"({_percent(report.expired_sessions, report.processed)}), "
-            f"{size(report.expired_bytes)} ({_percent(report.expired_bytes, report.stored_bytes)}"
-            " of stored): past their expiry, still stored; clearsessions would delete them"
-        ],
+    cleanup = (
+        "the cache deletes each when it next reads or culls it"
+        if report.cached
+        else "clearsessions would delete them"
     )
+    expired = [
+        f"{_sessions(report.expired_sessions)} "
+        f"({_percent(report.expired_sessions, report.processed)}), "
+        f"{size(report.expired_bytes)} ({_percent(report.expired_bytes, report.stored_bytes)}"
+        f" of stored): past their expiry, still stored; {cleanup}"
+    ]
+    if report.unreadable_expiry:
+        expired.append(
+            f"{_sessions(report.unreadable_expiry)} with an expiry that cannot be read "
+            f"(not a date): not counted as expired"
+        )
+    yield from _section("Expired", expired)
 
     if report.undecodable:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in report.undecodable)
@@ -262,6 +297,13 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
                 f"{report.unknown_key_sessions} of them, {size(report.unknown_key_bytes)}, "
                 f"{'is' if report.unknown_key_sessions == 1 else 'are'} signed with a key no "
                 f"longer configured: dead weight until they expire"
+            )
+        if report.refused_classes:
+            refused = sum(count for _, count in report.refused_classes)
+            undecodable.append(
+                f"{refused} of them {'is a pickle' if refused == 1 else 'are pickles'} of "
+                f"classes a session cannot hold, not unpickled: "
+                f"{_counted(report.refused_classes)}"
             )
         yield from _section("Undecodable", undecodable)
     else:
@@ -364,6 +406,10 @@ def _largest_line(session: LargeSession, size: Any, show_keys: bool) -> str:
     return f"{size(session.stored_size)}: {printable(key)}, {expiry}, {user}, {printable(largest)}"
 
 
+def _counted(counts: tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"{printable(name)}: {count}" for name, count in counts)
+
+
 def _sessions(count: int) -> str:
     return "1 session" if count == 1 else f"{count} sessions"
 
@@ -396,10 +442,23 @@ def masked(key: str) -> str:
 
 
 def printable(text: str) -> str:
-    """``text``, with anything that could break a line of the report escaped."""
+    """
+    ``text``, with anything that could break a line of the report escaped:
+    line breaks, a terminal's escape sequences, characters that reorder a
+    line, lone surrogates (which no encoding can write).
+    """
     if text.isprintable():
         return text
     return text.encode("unicode_escape").decode("ascii")
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a CSV cell a spreadsheet shows and never runs: ``=1+1`` is ``'=1+1``."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
@@ -414,6 +473,8 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
             "processed": report.processed,
             "undecodable": report.undecodable_sessions,
             "not_found": report.keys_not_found,
+            "unreadable": dict(report.unreadable),
+            "gone": report.sessions_gone,
         },
         "stored_bytes": {
             "total": report.stored_bytes,
@@ -424,7 +485,11 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
         "histogram": [
             {"low": low, "high": high, "sessions": count} for low, high, count in report.histogram
         ],
-        "expired": {"sessions": report.expired_sessions, "stored_bytes": report.expired_bytes},
+        "expired": {
+            "sessions": report.expired_sessions,
+            "stored_bytes": report.expired_bytes,
+            "unreadable_expiry": report.unreadable_expiry,
+        },
         "undecodable": {
             "sessions": report.undecodable_sessions,
             "stored_bytes": report.undecodable_bytes,
@@ -433,6 +498,7 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
                 "sessions": report.unknown_key_sessions,
                 "stored_bytes": report.unknown_key_bytes,
             },
+            "refused_classes": dict(report.refused_classes),
         },
         "users": {
             "authenticated_sessions": report.authenticated_sessions,
@@ -521,7 +587,7 @@ def render_csv(report: Report) -> Iterator[str]:
 
 def _csv_row(line: KeyLine, payload_bytes: int) -> tuple[Any, ...]:
     return (
-        line.key,
+        spreadsheet_safe(printable(line.key)),
         line.sessions,
         line.total_bytes,
         line.mean_bytes,

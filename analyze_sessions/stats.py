@@ -8,15 +8,21 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from analyze_sessions.decoding import DecodedSession
 from analyze_sessions.patterns import key_pattern
+
+if TYPE_CHECKING:  # Decoding needs the sources, and they need the shards, which need these.
+    from analyze_sessions.decoding import DecodedSession
 
 # Limits that sessions can outgrow: memcached's default largest item, and
 # the most browsers keep in one cookie, which signed-cookie sessions live in.
 MEMCACHED_ITEM_LIMIT = 1024 * 1024
 COOKIE_LIMIT = 4096
+# Class names come from whoever wrote to the cache: only so many are kept
+# apart, so that a million made-up names cannot take the memory.
+MAX_REFUSED_CLASSES = 20
+OTHER_CLASSES = "(other classes)"
 
 
 @dataclass(slots=True)
@@ -258,6 +264,7 @@ class Stats:
     nested: dict[str, KeyStats] = field(default_factory=dict)
     undecodable: Counter[str] = field(default_factory=Counter)
     undecodable_bytes: int = 0
+    refused_classes: Counter[str] = field(default_factory=Counter)
     unknown_key_sessions: int = 0
     unknown_key_bytes: int = 0
     expired_sessions: int = 0
@@ -297,6 +304,8 @@ class Stats:
             if session.unknown_key:
                 self.unknown_key_sessions += 1
                 self.unknown_key_bytes += size
+            if session.refused_class is not None:
+                self._refused(session.refused_class, 1)
             return
         self.payload_bytes += session.payload_size
         keys = self.keys
@@ -341,10 +350,18 @@ class Stats:
         for pattern, pattern_stats in other.patterns.items():
             self.patterns.setdefault(pattern, PatternStats()).merge(pattern_stats)
         self.undecodable.update(other.undecodable)
+        for class_name, count in other.refused_classes.items():
+            self._refused(class_name, count)
         for user_id, user in other.users.items():
             self.users.setdefault(user_id, UserStats()).merge(user)
         self.sizes.merge(other.sizes)
         self.largest.merge(other.largest)
+
+    def _refused(self, class_name: str, count: int) -> None:
+        refused = self.refused_classes
+        if class_name not in refused and len(refused) >= MAX_REFUSED_CLASSES:
+            class_name = OTHER_CLASSES
+        refused[class_name] += count
 
     @property
     def decodable(self) -> int:
@@ -377,6 +394,7 @@ def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
         "nested": {path: _triple(value) for path, value in stats.nested.items()},
         "patterns": {p: [v.sessions, v.total_bytes] for p, v in stats.patterns.items()},
         "undecodable": dict(stats.undecodable),
+        "refused_classes": dict(stats.refused_classes),
         "users": {user: [v.sessions, v.stored_bytes] for user, v in stats.users.items()},
         "sizes": {
             "count": sizes.count,
@@ -411,6 +429,8 @@ def from_state(state: dict[str, Any]) -> Stats:
     stats.nested = {path: KeyStats(*value) for path, value in state["nested"].items()}
     stats.patterns = {p: PatternStats(*value) for p, value in state["patterns"].items()}
     stats.undecodable = Counter(state["undecodable"])
+    for class_name, count in state["refused_classes"].items():
+        stats._refused(class_name, count)
     stats.users = {user: UserStats(*value) for user, value in state["users"].items()}
     sizes = stats.sizes
     sizes.count = state["sizes"]["count"]
@@ -448,3 +468,38 @@ def _cut(key: str) -> str:
 
 def _triple(value: KeyStats) -> list[int]:
     return [value.sessions, value.total_bytes, value.max_bytes]
+
+
+@dataclass
+class Outcome:
+    """
+    What reading a range of keys gave: the stats of the sessions processed,
+    and what the source counted beside them (see ``Source``), among which
+    ``unreadable_expiry``, the sessions processed whose expiry could not be
+    read.
+    """
+
+    stats: Stats
+    total_sessions: int | None = None
+    keys_listed: int | None = None
+    keys_not_found: int | None = None
+    unreadable: Counter[str] = field(default_factory=Counter)
+    sessions_gone: int = 0
+    unreadable_expiry: int = 0
+    partial: bool = False
+    failure: str | None = None
+
+    def merge(self, other: Outcome) -> None:
+        self.stats.merge(other.stats)
+        self.total_sessions = _add(self.total_sessions, other.total_sessions)
+        self.keys_listed = _add(self.keys_listed, other.keys_listed)
+        self.keys_not_found = _add(self.keys_not_found, other.keys_not_found)
+        self.unreadable.update(other.unreadable)
+        self.sessions_gone += other.sessions_gone
+        self.unreadable_expiry += other.unreadable_expiry
+        self.partial = self.partial or other.partial
+        self.failure = self.failure or other.failure
+
+
+def _add(first: int | None, second: int | None) -> int | None:
+    return None if first is None or second is None else first + second

@@ -50,7 +50,14 @@ def test_json_report_of_real_sessions() -> None:
 
     jsonschema.validate(document, json.loads(SCHEMA.read_text()))
     assert (err, returncode) == ("", 0)
-    assert document["sessions"] == {"total": 3, "processed": 3, "undecodable": 0, "not_found": None}
+    assert document["sessions"] == {
+        "total": 3,
+        "processed": 3,
+        "undecodable": 0,
+        "not_found": None,
+        "unreadable": {},
+        "gone": 0,
+    }
     assert document["stored_bytes"]["total"] == sum(sizes.values())
     assert document["stored_bytes"]["max"] == max(sizes.values())
     assert document["users"]["authenticated_sessions"] == 1

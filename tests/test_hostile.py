@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
@@ -26,6 +28,7 @@ from analyze_sessions.sources.keys import read_session_keys
 from tests.helpers import (
     ADMINS,
     corrupt_session,
+    django_admin,
     mail_to_files,
     run_command,
     section,
@@ -325,3 +328,50 @@ def test_postgresql_reads_in_read_only_transactions(monkeypatch: pytest.MonkeyPa
     # And the connection writes again once the command is done.
     with connection.cursor() as cursor:
         cursor.execute("UPDATE django_session SET expire_date = expire_date")
+
+
+HOSTILE_KEYS = [
+    '=HYPERLINK("http://example.com/steal","click")',
+    "+1+1",
+    "-2+3",
+    "@SUM(A1)",
+    "\tTAB",
+    "\rCR",
+    "\x1b[31mred\x1b[0m",
+    "\x1b]0;title\x07",
+    "lone \ud800 surrogate",
+    "line\nbreak",
+    "\u202eright-to-left",
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("output", ["text", "json", "csv"])
+def test_key_names_cannot_run_in_a_spreadsheet_or_a_terminal(output: str) -> None:
+    store = SessionStore()
+    for n, key in enumerate(HOSTILE_KEYS):
+        store[key] = n
+    store.create()
+
+    # A real process writing to a real pipe, whose encoding is the system's.
+    result = django_admin("analyze-sessions", f"--format={output}", "--depth=1")
+
+    assert (result.stderr, result.returncode) == ("", 0)
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert "\u202e" not in result.stdout
+    if output == "json":
+        # JSON escapes them, and gives the names back exactly.
+        assert {line["key"] for line in json.loads(result.stdout)["keys"]} == set(HOSTILE_KEYS)
+    elif output == "csv":
+        rows = list(csv.reader(io.StringIO(result.stdout)))
+        cells = [row[0] for row in rows[1:]]
+        assert len(cells) == len(HOSTILE_KEYS)
+        assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))]
+        assert '\'=HYPERLINK("http://example.com/steal","click")' in cells
+        assert "'+1+1" in cells and "'@SUM(A1)" in cells and "'-2+3" in cells
+        assert "\\ttab".upper().lower() in [cell.lower() for cell in cells]
+        assert "lone \\ud800 surrogate" in cells
+    else:
+        assert "    \\x1b[31mred\\x1b[0m (1 times, " in result.stdout
+        assert "    lone \\ud800 surrogate (1 times, " in result.stdout
+        assert "    line\\nbreak (1 times, " in result.stdout

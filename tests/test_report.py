@@ -238,6 +238,8 @@ def test_json_report_matches_its_schema() -> None:
         "processed": 4,
         "undecodable": 1,
         "not_found": None,
+        "unreadable": {},
+        "gone": 0,
     }
     assert document["stored_bytes"] == {
         "total": 5450,
@@ -247,7 +249,7 @@ def test_json_report_matches_its_schema() -> None:
         "p99": 5000,
         "max": 5000,
     }
-    assert document["expired"] == {"sessions": 2, "stored_bytes": 150}
+    assert document["expired"] == {"sessions": 2, "stored_bytes": 150, "unreadable_expiry": 0}
     assert document["undecodable"]["reasons"] == {"bad signature": 1}
     assert document["users"]["top"] == [
         {"user_id": "8", "sessions": 1, "stored_bytes": 5000},
