@@ -6,9 +6,11 @@ import gc
 import multiprocessing
 import signal
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from django.contrib.sessions.backends.base import SessionBase
@@ -16,8 +18,15 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from analyze_sessions.decoding import Decoder
 from analyze_sessions.shards import EVERY_KEY, KeyRange
-from analyze_sessions.sources import RawSession, Source, SourceError, open_source
-from analyze_sessions.stats import Stats
+from analyze_sessions.sources import (
+    DEFAULT_MAX_SESSION_SIZE,
+    RawSession,
+    Source,
+    SourceError,
+    UnsupportedEngine,
+    open_source,
+)
+from analyze_sessions.stats import Outcome, Stats
 
 
 def sampled(key: str, rate: float) -> bool:
@@ -87,26 +96,7 @@ class Plan:
     depth: int = 0
     top: int = 10
     now: datetime | None = None
-
-
-@dataclass
-class Outcome:
-    """What reading a range of keys gave."""
-
-    stats: Stats
-    total_sessions: int | None = None
-    keys_listed: int | None = None
-    keys_not_found: int | None = None
-    partial: bool = False
-    failure: str | None = None
-
-    def merge(self, other: Outcome) -> None:
-        self.stats.merge(other.stats)
-        self.total_sessions = _add(self.total_sessions, other.total_sessions)
-        self.keys_listed = _add(self.keys_listed, other.keys_listed)
-        self.keys_not_found = _add(self.keys_not_found, other.keys_not_found)
-        self.partial = self.partial or other.partial
-        self.failure = self.failure or other.failure
+    max_size: int = DEFAULT_MAX_SESSION_SIZE
 
 
 def open_plan(plan: Plan, keys: KeyRange = EVERY_KEY) -> Source:
@@ -120,6 +110,7 @@ def open_plan(plan: Plan, keys: KeyRange = EVERY_KEY) -> Source:
         batch_size=plan.batch_size,
         sleep_time=plan.sleep_time,
         key_range=keys,
+        max_size=plan.max_size,
     )
 
 
@@ -129,7 +120,12 @@ def read(
     on_batch: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Read ``source`` as ``plan`` says; a store that fails leaves a partial outcome."""
-    decoder = Decoder(plan.store_class, expiry=getattr(source, "expiry", None), depth=plan.depth)
+    decoder = Decoder(
+        plan.store_class,
+        expiry=getattr(source, "expiry", None),
+        depth=plan.depth,
+        max_size=plan.max_size,
+    )
     outcome = Outcome(Stats(now=plan.now, top=plan.top))
     try:
         outcome.partial = analyze(
@@ -150,6 +146,9 @@ def read(
         outcome.failure, outcome.partial = str(error), True
     if plan.keys is not None:
         outcome.keys_listed, outcome.keys_not_found = source.keys_listed, source.keys_not_found
+    outcome.unreadable = Counter(source.unreadable)
+    outcome.sessions_gone = source.sessions_gone
+    outcome.unreadable_expiry = getattr(source, "unreadable_expiry", 0)
     return outcome
 
 
@@ -157,51 +156,79 @@ def read_in_parallel(plan: Plan, ranges: list[KeyRange]) -> Outcome:
     """
     Read each range of keys in a worker process of its own, and merge what
     they read. The workers are forked, so they share the parent's settings;
-    each opens its own database connection. Ctrl-C tells them to stop after
-    their batch, and what they read is still merged.
+    each opens its own database connection.
+
+    Ctrl-C tells them to stop after their batch, and what they read is
+    still merged. A worker that dies without its result (killed by the
+    out-of-memory killer, say) stops the others the same way: the outcome
+    is then partial, and its failure says which job was lost.
     """
-    global _plan, _stop
     context = multiprocessing.get_context("fork")
-    _plan, _stop = plan, context.Event()
+    stop = context.Event()
     connections.close_all()  # A forked worker must not share one.
+    jobs: dict[Connection, tuple[int, Any]] = {}
+    for index, keys in enumerate(ranges):
+        receiver, sender = context.Pipe(duplex=False)
+        worker = context.Process(target=_job, args=(plan, keys, stop, sender), daemon=True)
+        worker.start()
+        sender.close()  # The worker's end: the parent sees EOF once the worker is gone.
+        jobs[receiver] = (index, worker)
+    outcomes: list[Outcome] = []
+    lost: list[str] = []
     interrupted = False
-    with context.Pool(len(ranges), initializer=_ignore_interrupts) as pool:
-        result = pool.map_async(_read_range, ranges, chunksize=1)
-        while not result.ready():
-            try:
-                result.wait(0.2)
-            except KeyboardInterrupt:
-                interrupted = True
-                _stop.set()
-        outcomes = result.get()
-    merged = outcomes[0]
+    while jobs:
+        try:
+            ready: list[Any] = wait(list(jobs), timeout=0.2)
+            for receiver in ready:
+                index, worker = jobs.pop(receiver)
+                try:
+                    outcomes.append(receiver.recv())
+                except EOFError:
+                    worker.join()
+                    lost.append(_lost(index, len(ranges), worker.exitcode))
+                    stop.set()
+                receiver.close()
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+    merged = outcomes[0] if outcomes else Outcome(Stats(now=plan.now, top=plan.top))
     for outcome in outcomes[1:]:
         merged.merge(outcome)
-    merged.partial = merged.partial or interrupted
+    merged.partial = merged.partial or interrupted or bool(lost)
+    if lost:
+        merged.failure = f"{'; '.join(lost)}: the other jobs were stopped."
     return merged
 
 
-_plan: Plan | None = None
-_stop: Any = None
-
-
-def _ignore_interrupts() -> None:
+def _job(plan: Plan, keys: KeyRange, stop: Any, sender: Connection) -> None:
+    """One worker: read ``keys``, and send the outcome to the parent."""
     # Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-
-def _read_range(keys: KeyRange) -> Outcome:
-    assert _plan is not None
-
     def stop_if_asked(sessions: int) -> None:
-        if _stop.is_set():
+        if stop.is_set():
             raise KeyboardInterrupt
 
     try:
-        return read(_plan, open_plan(_plan, keys), on_batch=stop_if_asked)
+        source = open_plan(plan, keys)
+        try:
+            outcome = read(plan, source, on_batch=stop_if_asked)
+        finally:
+            source.close()
+    except (UnsupportedEngine, SourceError) as error:
+        outcome = Outcome(Stats(now=plan.now, top=plan.top), partial=True, failure=str(error))
     finally:
         connections.close_all()
+    sender.send(outcome)
+    sender.close()
 
 
-def _add(first: int | None, second: int | None) -> int | None:
-    return None if first is None or second is None else first + second
+def _lost(index: int, jobs: int, exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"was killed by signal {-exitcode}"
+    else:
+        how = f"exited with status {exitcode}"
+    return f"Job {index + 1} of {jobs} {how} before it gave its result"

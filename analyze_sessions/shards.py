@@ -1,8 +1,23 @@
-"""The key space cut into ranges: for shards on several machines, and jobs on one."""
+"""
+The key space cut into ranges, for shards on several machines and jobs on
+one; and the reports of shards, read, checked and merged.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
+import stat
+from collections import Counter
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import jsonschema
+
+from analyze_sessions.stats import Outcome, from_state, to_state
 
 # Django makes session keys of these, and they sort the same way in every
 # database's collation: digits, then letters.
@@ -48,3 +63,185 @@ def _boundary(index: int, count: int) -> str | None:
         position, digit = divmod(position, len(ALPHABET))
         digits.append(ALPHABET[digit])
     return "".join(reversed(digits))
+
+
+# The largest report --merge reads: a shard of a big store, with every
+# distinct key and user it saw, fits; an endless file does not.
+MAX_REPORT_SIZE = 256 * 1024 * 1024
+# What the reports of shards must share to be merged: one store, read one way.
+_SHARED = ("schema_version", "engine")
+
+
+class ShardReportError(ValueError):
+    """A report that cannot be merged; the message says which and why, quoting none of it."""
+
+
+@dataclass
+class ShardReport:
+    """One shard's JSON report, checked: what it says, and the outcome it carries."""
+
+    path: str
+    document: dict[str, Any]
+    outcome: Outcome
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return parse_shard(self.document["filters"]["shard"])
+
+
+def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardReport:
+    """
+    Read the JSON report of a shard at ``path``, and check it against the
+    report's schema: a report file may have been made by hand, or forged.
+    """
+    text = _read_report_file(path, max_size)
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):  # Not JSON; nested past any report's depth.
+        raise ShardReportError(
+            f"Cannot merge '{path}': it is not a JSON report of a shard (made with "
+            f"--shard and --format json)."
+        ) from None
+    problem = next(iter(_validator().iter_errors(document)), None)
+    if problem is None and not (document.get("filters") or {}).get("shard"):
+        raise ShardReportError(
+            f"Cannot merge '{path}': it is the report of a whole store, not of a shard "
+            f"(made with --shard)."
+        )
+    if problem is not None:
+        raise ShardReportError(
+            f"Cannot merge '{path}': it is not a report of a shard that this version can "
+            f"merge ({_where(problem)} is not as the report's schema says)."
+        )
+    state = document["state"]
+    try:
+        outcome = Outcome(
+            from_state(state),
+            total_sessions=document["sessions"]["total"],
+            keys_listed=state["keys_listed"],
+            keys_not_found=document["sessions"]["not_found"],
+            unreadable=Counter(state["unreadable"]),
+            sessions_gone=state["sessions_gone"],
+            unreadable_expiry=state["unreadable_expiry"],
+            partial=document["partial"],
+        )
+    except (ValueError, TypeError, OverflowError):  # A date that is not one, say.
+        raise ShardReportError(
+            f"Cannot merge '{path}': it is not a report of a shard that this version can "
+            f"merge (its state does not hold together)."
+        ) from None
+    return ShardReport(path, document, outcome)
+
+
+def merge_shard_reports(reports: list[ShardReport]) -> Outcome:
+    """
+    The outcome of the shards of one split, merged: each of N shards once,
+    made of one store, with the same filters.
+    """
+    first = reports[0]
+    for report in reports[1:]:
+        differing = [name for name in _SHARED if report.document[name] != first.document[name]]
+        filters = {**first.document["filters"], **report.document["filters"]}
+        differing += sorted(
+            name
+            for name in filters
+            if name != "shard"
+            and report.document["filters"].get(name) != first.document["filters"].get(name)
+        )
+        if differing:
+            raise ShardReportError(
+                f"Cannot merge '{report.path}' with '{first.path}': they differ in "
+                f"{', '.join(differing)}, so they are not shards of one run."
+            )
+    _check_split([report.shard for report in reports])
+    merged = first.outcome
+    for report in reports[1:]:
+        merged.merge(report.outcome)
+    return merged
+
+
+def shard_state(outcome: Outcome, *, show_keys: bool) -> dict[str, Any]:
+    """What a shard's JSON report carries for --merge: all that the outcome holds."""
+    return {
+        **to_state(outcome.stats, show_keys=show_keys),
+        "keys_listed": outcome.keys_listed,
+        "unreadable": dict(outcome.unreadable),
+        "sessions_gone": outcome.sessions_gone,
+        "unreadable_expiry": outcome.unreadable_expiry,
+    }
+
+
+def _check_split(shards: list[tuple[int, int]]) -> None:
+    """Each of N shards, once: anything else would count sessions twice, or miss some."""
+    counts = {count for _, count in shards}
+    if len(counts) != 1:
+        raise ShardReportError("Cannot merge: the reports are not the shards of one split (K/N).")
+    [count] = counts
+    given = sorted(index for index, _ in shards)
+    if given != list(range(count)):
+        twice = sorted({index + 1 for index in given if given.count(index) > 1})
+        missing = sorted(set(range(1, count + 1)) - {index + 1 for index in given})
+        problems = [f"shard {k}/{count} given twice" for k in twice]
+        problems += [f"shard {k}/{count} missing" for k in missing]
+        raise ShardReportError(f"Cannot merge: {', '.join(problems)}.")
+
+
+def _read_report_file(path: str, max_size: int) -> bytes:
+    # Never blocks on a FIFO, and reads no more than a report can be.
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise ShardReportError(f"Cannot read report '{path}': {error.strerror}.") from error
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ShardReportError(f"Cannot read report '{path}': it is not a regular file.")
+        with os.fdopen(os.dup(descriptor), "rb") as report_file:
+            data = report_file.read(max_size + 1)
+    except OSError as error:
+        raise ShardReportError(f"Cannot read report '{path}': {error.strerror}.") from error
+    finally:
+        os.close(descriptor)
+    if len(data) > max_size:
+        raise ShardReportError(
+            f"Cannot merge '{path}': it is larger than any report of a shard can be "
+            f"({max_size // 1024**2} MiB)."
+        )
+    return data
+
+
+@functools.cache
+def _validator() -> Any:
+    schema = json.loads(files("analyze_sessions").joinpath("report.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _where(error: Any) -> str:
+    """
+    Where in the report ``error`` is, as a path of the names the schema
+    gives (``state.totals.processed``): the report's own names (a key's
+    name may be a secret) are shown as ``*``.
+    """
+    names = _schema_names()
+    path = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part if part in names else '*'}"
+        for part in error.absolute_path
+    )
+    return path[1:] if path else "the report as a whole"
+
+
+@functools.cache
+def _schema_names() -> frozenset[str]:
+    """Every property name the report's schema defines."""
+    names: set[str] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            names.update(node.get("properties", {}))
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(_validator().schema)
+    return frozenset(names)

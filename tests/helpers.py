@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import string
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from io import StringIO
@@ -16,6 +22,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.core import signing
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -153,3 +160,47 @@ def mail_to_files(directory: Path) -> dict[str, Any]:
         mailer = {"BACKEND": backend, "OPTIONS": {"file_path": str(directory)}}
         return {"MAILERS": {"default": mailer}}
     return {"EMAIL_BACKEND": backend, "EMAIL_FILE_PATH": str(directory)}
+
+
+def django_admin_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ``django-admin`` process that reads the test database."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "ANALYZE_SESSIONS_DB_NAME": connection.settings_dict["NAME"],
+        **(env or {}),
+    }
+
+
+DJANGO_ADMIN = str(Path(sys.executable).with_name("django-admin"))
+
+
+def django_admin(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a real ``django-admin`` process against the test database."""
+    return subprocess.run(
+        [DJANGO_ADMIN, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=django_admin_env(env),
+        timeout=timeout,
+    )
+
+
+@contextlib.contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Fail, rather than hang, if the block takes longer than ``seconds``."""
+
+    def too_long(signum: int, frame: object) -> None:
+        raise TimeoutError(f"Still running after {seconds} seconds.")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
-import sys
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
 from io import StringIO
@@ -22,6 +20,7 @@ from django.utils import timezone
 
 from tests.helpers import (
     corrupt_session,
+    django_admin,
     head,
     run_command,
     section,
@@ -318,10 +317,79 @@ def test_batch_size_does_not_change_the_report(
             ["--ids-from=/nonexistent/ids"],
             "Cannot read ids file '/nonexistent/ids': No such file or directory.",
         ),
+        # Past what any database's LENGTH() is compared with, and past what
+        # an int can be written as: a range, said in one sentence.
+        (
+            ["--bigger-than=9223372036854775808"],
+            "--bigger-than must be from 0 bytes to 2.0 GiB (2147483647 bytes), "
+            "not '9223372036854775808'.",
+        ),
+        (
+            ["--bigger-than=2GiB"],
+            "--bigger-than must be from 0 bytes to 2.0 GiB (2147483647 bytes), not '2GiB'.",
+        ),
+        (
+            ["--bigger-than=" + "9" * 5000],
+            "--bigger-than must be from 0 bytes to 2.0 GiB (2147483647 bytes), "
+            f"not '{'9' * 40}\u2026'.",
+        ),
+        (
+            ["--limit=" + "9" * 5000],
+            f"--limit must be a whole number from 1 to 1000000000000, not '{'9' * 40}\u2026'.",
+        ),
+        (
+            ["--max-session-size=1000"],
+            "--max-session-size must be from 1.0 KiB to 1.0 GiB (1073741824 bytes), not '1000'.",
+        ),
+        (
+            ["--max-session-size=2GiB"],
+            "--max-session-size must be from 1.0 KiB to 1.0 GiB (1073741824 bytes), not '2GiB'.",
+        ),
+        (
+            ["--model=nope"],
+            "Invalid --model 'nope': give app_label.ModelName, for example sessions.Session.",
+        ),
+        (
+            ["--model=tests.Nope"],
+            "Cannot find the model 'tests.Nope': App 'tests' doesn't have a 'Nope' model.",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_sentence(args: list[str], message: str) -> None:
     assert run_command(*args) == ("", f"CommandError: {message}\n", 1)
+
+
+def test_the_largest_bigger_than_runs_on_every_database() -> None:
+    session_via_view(foo="bar")
+
+    out, err, returncode = run_command("--bigger-than=2147483647")
+
+    assert (err, returncode) == ("", 0)
+    assert out.startswith("Processed 0 sessions out of 1 total sessions\n")
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        (
+            "cached_db",
+            "Cannot use session engine 'django.contrib.sessions.backends.cached_db': "
+            "SESSION_CACHE_ALIAS names the cache 'gone', but CACHES has no such cache.",
+        ),
+        (
+            "cache",
+            "Cannot use the 'gone' cache: SESSION_CACHE_ALIAS names it, but CACHES has no "
+            "such cache.",
+        ),
+    ],
+)
+def test_an_engine_whose_cache_is_missing_is_one_sentence(engine: str, message: str) -> None:
+    with override_settings(
+        SESSION_ENGINE=f"django.contrib.sessions.backends.{engine}", SESSION_CACHE_ALIAS="gone"
+    ):
+        result = run_command()
+
+    assert result == ("", f"CommandError: {message}\n", 1)
 
 
 def test_an_ids_file_that_is_a_directory(tmp_path: Path) -> None:
@@ -460,23 +528,6 @@ def test_the_hyphenated_name_runs_the_same_command(two_sessions: tuple[str, str]
     assert hyphenated.getvalue().startswith("Processed 1 sessions out of 2 total sessions\n")
 
 
-def django_admin(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run a real ``django-admin`` process against the test database."""
-    executable = Path(sys.executable).with_name("django-admin")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-        "ANALYZE_SESSIONS_DB_NAME": connection.settings_dict["NAME"],
-        **(env or {}),
-    }
-    return subprocess.run(
-        [str(executable), *args], input=stdin, capture_output=True, text=True, env=env
-    )
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("name", ["analyze_sessions", "analyze-sessions"])
 def test_django_admin_under_both_names(name: str) -> None:
@@ -534,10 +585,18 @@ def test_django_admin_reads_one_database_while_another_is_down() -> None:
         0,
     )
     assert (on_replica.stdout, on_replica.returncode) == ("", 1)
-    assert on_replica.stderr.startswith(
-        "CommandError: Cannot read sessions from the 'replica' database: "
-    )
-    assert on_replica.stderr.count("\n") == 1
+    if connection.vendor == "sqlite":
+        # Read-only, a missing file is not made: it is said to be missing.
+        assert on_replica.stderr == (
+            f"CommandError: The SQLite database file '{unreachable}' of the 'replica' "
+            "database does not exist.\n"
+        )
+        assert not os.path.exists(unreachable)
+    else:
+        assert on_replica.stderr.startswith(
+            "CommandError: Cannot read sessions from the 'replica' database: "
+        )
+        assert on_replica.stderr.count("\n") == 1
 
 
 def test_a_process_that_froze_its_objects_finds_them_frozen_after() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import os
 import random
+import re
+import signal
 import string
+import subprocess
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,13 +27,19 @@ from analyze_sessions.decoding import (
     DecodedSession,
     Decoder,
     SessionVerifier,
-    _Hmac,
     b64_decode,
 )
 from analyze_sessions.shards import in_range, key_range
 from analyze_sessions.sources import RawSession
 from analyze_sessions.stats import Stats, from_state, to_state
-from tests.helpers import corrupt_session, run_command, session_via_view
+from tests.helpers import (
+    DJANGO_ADMIN,
+    corrupt_session,
+    django_admin_env,
+    run_command,
+    section,
+    session_via_view,
+)
 from tests.test_hostile import json_values
 
 NOW = datetime(2026, 11, 26, tzinfo=timezone.utc)
@@ -179,8 +188,8 @@ def test_only_shard_reports_merge(tmp_path: Path) -> None:
 
     assert run_command("--merge", str(path)) == (
         "",
-        f"CommandError: Cannot merge '{path}': it is not a JSON report of a shard (made with "
-        "--shard and --format json).\n",
+        f"CommandError: Cannot merge '{path}': it is the report of a whole store, not of a "
+        "shard (made with --shard).\n",
         1,
     )
 
@@ -286,13 +295,40 @@ def test_the_verifier_answers_as_the_signer_does(data: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200), st.binary(max_size=300), st.sampled_from(["sha1", "sha256"]))
-def test_the_prepared_hmac_is_hmac(key: bytes, message: bytes, algorithm: str) -> None:
-    prepared = _Hmac(getattr(hashlib, algorithm), key)
+@given(
+    st.text(max_size=200),
+    st.lists(st.text(max_size=200), max_size=2),
+    st.lists(st.text(max_size=40), min_size=1, max_size=3),
+    st.sampled_from(["sha1", "sha256"]),
+    st.integers(0, 3),
+)
+def test_the_verifier_answers_as_any_signer_does(
+    key: str,
+    fallback_keys: list[str | bytes],
+    texts: list[str],
+    algorithm: str,
+    signed_with: int,
+) -> None:
+    # Keys of any length (past a hash's block size too), either algorithm,
+    # and several values in a row: one verification must not leak into the
+    # next through the HMAC prepared once.
+    signer = signing.TimestampSigner(
+        key=key, fallback_keys=fallback_keys, salt=SALT, algorithm=algorithm
+    )
+    signing_key = ([key, *fallback_keys, "no-such-key"] * 4)[signed_with]
+    verifier = SessionVerifier(signer)
 
-    # Twice: preparing it once must not let one message change the next.
-    assert prepared.digest(message) == hmac.digest(key, message, algorithm)
-    assert prepared.digest(message) == hmac.digest(key, message, algorithm)
+    for text in texts:
+        data = signing.TimestampSigner(key=signing_key, salt=SALT, algorithm=algorithm).sign(text)
+        try:
+            expected: bytes | None = signer.unsign(data).encode()
+        except signing.BadSignature:
+            expected = None
+        try:
+            verified: bytes | None = verifier.verified(data)
+        except signing.BadSignature:
+            verified = None
+        assert verified == expected
 
 
 @settings(max_examples=300, deadline=None)
@@ -305,3 +341,43 @@ def test_base64_is_decoded_as_signing_decodes_it(data: bytes) -> None:
             return False, None
 
     assert answer(b64_decode) == answer(signing.b64_decode)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # Gone since it was listed.
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_job_stops_the_others_and_leaves_the_partial_report() -> None:
+    for n in range(40):
+        session_via_view(n=str(n))
+    command = [DJANGO_ADMIN, "analyze-sessions", "--jobs=2", "--batch-size=1", "--sleep-time=0.2"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=django_admin_env()
+    ) as process:
+        deadline = time.monotonic() + 60
+        while len(jobs := children_of(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # Some batches read, many to go.
+        os.kill(jobs[0], signal.SIGKILL)  # As the out-of-memory killer would.
+        out, err = process.communicate(timeout=60)
+
+    processed = int(out.split()[1])
+    assert 0 < processed < 40
+    assert out.startswith(f"Processed {processed} sessions out of an unknown number of total")
+    assert section(out, "Scope") == [f"Partial: interrupted after {processed} sessions"]
+    assert re.fullmatch(
+        r"CommandError: Job [12] of 2 was killed by SIGKILL before it gave its result: the "
+        r"other jobs were stopped\. The report covers the sessions read before\.\n",
+        err,
+    )
+    assert process.returncode == 1

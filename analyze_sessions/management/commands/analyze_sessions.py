@@ -1,30 +1,45 @@
 from __future__ import annotations
 
-import json
+import os
+import re
 import sys
 from argparse import ArgumentParser
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.sessions.backends import cache as cache_engine
 from django.contrib.sessions.backends import cached_db
-from django.core.cache import caches
+from django.core.cache import InvalidCacheBackendError, caches
 from django.core.cache.backends.memcached import BaseMemcachedCache
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import mail_admins
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.utils import timezone
 from tqdm import tqdm
 
-from analyze_sessions.pipeline import Outcome, Plan, open_plan, read, read_in_parallel
+from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
 from analyze_sessions.report import Report, render_csv, render_json, render_text
-from analyze_sessions.shards import InvalidShard, key_range, parse_shard
+from analyze_sessions.shards import (
+    InvalidShard,
+    ShardReportError,
+    key_range,
+    merge_shard_reports,
+    parse_shard,
+    read_shard_report,
+)
+from analyze_sessions.shards import shard_state as shard_state_of
 from analyze_sessions.sizes import InvalidSize, format_size, parse_size
-from analyze_sessions.sources import UnsupportedEngine, session_store_class
+from analyze_sessions.sources import (
+    DEFAULT_MAX_SESSION_SIZE,
+    UnsupportedEngine,
+    first_line,
+    session_store_class,
+)
 from analyze_sessions.sources.database import DatabaseSource
 from analyze_sessions.sources.keys import KeysFileError, read_session_keys
-from analyze_sessions.stats import from_state, to_state
+from analyze_sessions.stats import Outcome
 
 # Bounds that keep a typo from holding a run, or a database, for ever.
 MAX_BATCH_SIZE = 100_000
@@ -32,6 +47,13 @@ MAX_SLEEP_TIME = 3600.0
 MAX_TOP = 1000
 MAX_DEPTH = 10
 MAX_JOBS = 64
+# What a database's LENGTH() can be compared with everywhere: PostgreSQL's
+# is a 32-bit integer, and no session engine keeps 2 GiB in one session.
+MAX_BIGGER_THAN = 2**31 - 1
+MIN_SESSION_SIZE_BOUND = 1024
+MAX_SESSION_SIZE_BOUND = 1024**3
+# The exit status of a process killed by SIGPIPE, as shells report it.
+BROKEN_PIPE = 128 + 13
 
 
 class Command(BaseCommand):
@@ -133,6 +155,15 @@ class Command(BaseCommand):
             help="Merge the JSON reports of shards into the report of them all.",
         )
         parser.add_argument(
+            "--max-session-size",
+            metavar="SIZE",
+            help=(
+                "Count sessions stored in more than SIZE, or that decompress to more, "
+                "as too large, without reading them whole: from 1KiB to 1GiB. "
+                "Defaults to 16MiB."
+            ),
+        )
+        parser.add_argument(
             "--batch-size",
             default="1000",
             metavar="N",
@@ -174,33 +205,38 @@ class Command(BaseCommand):
         shard, shards = (0, 1) if options["shard"] is None else self._shard(options["shard"])
         try:
             source = open_plan(plan, key_range(shard, shards))
+            # After the source, whose refusals say more than the engine's own.
+            _check_engine(plan.engine, plan.store_class)
         except UnsupportedEngine as error:
             raise CommandError(str(error)) from error
-        if jobs > 1:
-            if not isinstance(source, DatabaseSource):
-                raise CommandError("--jobs works with sessions kept in a database only.")
-            if plan.limit is not None:
-                raise CommandError("--limit and --jobs do not go together: pick one.")
-            if connections[plan.using].settings_dict.get("OPTIONS", {}).get("pool"):
-                raise CommandError(
-                    "--jobs cannot share a database connection pool between processes: "
-                    "run it with a database alias that has no OPTIONS['pool']."
-                )
-            # Each job reads its part of this shard's keys.
-            ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
-            outcome = read_in_parallel(plan, ranges)
-        else:
-            progress = self._progress(options["verbosity"])
-            try:
-                outcome = read(plan, source, None if progress is None else progress.update)
-            finally:
-                if progress is not None:
-                    progress.close()
-        if outcome.failure is not None and not outcome.stats.processed:
-            raise CommandError(outcome.failure)
-        disk = None
-        if not outcome.partial and isinstance(source, DatabaseSource):
-            disk = source.disk_usage()
+        try:
+            if jobs > 1:
+                if not isinstance(source, DatabaseSource):
+                    raise CommandError("--jobs works with sessions kept in a database only.")
+                if plan.limit is not None:
+                    raise CommandError("--limit and --jobs do not go together: pick one.")
+                if connections[plan.using].settings_dict.get("OPTIONS", {}).get("pool"):
+                    raise CommandError(
+                        "--jobs cannot share a database connection pool between processes: "
+                        "run it with a database alias that has no OPTIONS['pool']."
+                    )
+                # Each job reads its part of this shard's keys.
+                ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
+                outcome = read_in_parallel(plan, ranges)
+            else:
+                progress = self._progress(options["verbosity"])
+                try:
+                    outcome = read(plan, source, None if progress is None else progress.update)
+                finally:
+                    if progress is not None:
+                        progress.close()
+            if outcome.failure is not None and not outcome.stats.processed:
+                raise CommandError(outcome.failure)
+            disk = None
+            if not outcome.partial and isinstance(source, DatabaseSource):
+                disk = source.disk_usage()
+        finally:
+            source.close()
         report = Report.from_stats(
             outcome.stats,
             **_counts(outcome),
@@ -209,6 +245,7 @@ class Command(BaseCommand):
             depth=plan.depth,
             disk=disk,
             memcached=_keeps_sessions_in_memcached(plan.store_class),
+            cached=issubclass(plan.store_class, cache_engine.SessionStore),
         )
         self._write(report, options, outcome, state=options["shard"] is not None)
 
@@ -222,7 +259,22 @@ class Command(BaseCommand):
         try:
             bigger_than = None
             if options["bigger_than"] is not None:
-                bigger_than = parse_size(options["bigger_than"])
+                bigger_than = size_option(
+                    "--bigger-than", options["bigger_than"], lowest=0, highest=MAX_BIGGER_THAN
+                )
+            max_size = DEFAULT_MAX_SESSION_SIZE
+            if options["max_session_size"] is not None:
+                max_size = size_option(
+                    "--max-session-size",
+                    options["max_session_size"],
+                    lowest=MIN_SESSION_SIZE_BOUND,
+                    highest=MAX_SESSION_SIZE_BOUND,
+                )
+            if options["model"] is not None and not _MODEL_LABEL.fullmatch(options["model"]):
+                raise CommandError(
+                    f"Invalid --model {_shown(options['model'])}: give app_label.ModelName, "
+                    f"for example sessions.Session."
+                )
             plan = Plan(
                 engine=engine,
                 store_class=session_store_class(engine),
@@ -237,7 +289,9 @@ class Command(BaseCommand):
                 limit=limit,
                 depth=whole_number("--depth", options["depth"], highest=MAX_DEPTH, lowest=0),
                 top=whole_number("--top", options["top"], highest=MAX_TOP, lowest=0),
-                now=timezone.now(),
+                # Aware whatever USE_TZ says, as every source's expiries are.
+                now=datetime.now(timezone.utc),
+                max_size=max_size,
             )
             if options["ids_from"] is not None:
                 stdin: IO[Any] = options.get("stdin") or sys.stdin
@@ -266,35 +320,11 @@ class Command(BaseCommand):
         The outcome of the shards whose JSON reports are at ``paths``, and
         the first report, for what the shards share (engine, filters, disk).
         """
-        merged: Outcome | None = None
-        shards: list[str | None] = []
-        for path in paths:
-            try:
-                with open(path, encoding="utf-8") as report_file:
-                    document = json.load(report_file)
-                state = document["state"]
-                outcome = Outcome(
-                    from_state(state),
-                    total_sessions=document["sessions"]["total"],
-                    keys_listed=state["keys_listed"],
-                    keys_not_found=document["sessions"]["not_found"],
-                    partial=document["partial"],
-                )
-            except OSError as error:
-                raise CommandError(f"Cannot read report '{path}': {error.strerror}.") from error
-            except (ValueError, KeyError, TypeError) as error:
-                raise CommandError(
-                    f"Cannot merge '{path}': it is not a JSON report of a shard "
-                    f"(made with --shard and --format json)."
-                ) from error
-            shards.append(document["filters"].get("shard"))
-            if merged is None:
-                merged, first = outcome, document
-            else:
-                merged.merge(outcome)
-        assert merged is not None
-        _check_shards(shards)
-        return merged, first
+        try:
+            reports = [read_shard_report(path) for path in paths]
+            return merge_shard_reports(reports), reports[0].document
+        except ShardReportError as error:
+            raise CommandError(str(error)) from error
 
     def _write(
         self, report: Report, options: dict[str, Any], outcome: Outcome, state: bool = False
@@ -304,12 +334,13 @@ class Command(BaseCommand):
         else:
             shard_state = None
             if state:
-                shard_state = {
-                    **to_state(outcome.stats, show_keys=options["show_keys"]),
-                    "keys_listed": outcome.keys_listed,
-                }
-            for line in self._render(report, options, shard_state):
-                self.stdout.write(line)
+                shard_state = shard_state_of(outcome, show_keys=options["show_keys"])
+            try:
+                for line in self._render(report, options, shard_state):
+                    self.stdout.write(line)
+                self.stdout.flush()
+            except BrokenPipeError:
+                _reader_gone()
         if outcome.failure is not None:
             raise CommandError(f"{outcome.failure} The report covers the sessions read before.")
         if outcome.partial:
@@ -348,20 +379,35 @@ class Command(BaseCommand):
         return tqdm(file=stream, unit=" sessions", desc="Reading sessions", leave=False)
 
 
-def _check_shards(shards: list[str | None]) -> None:
-    """Each of N shards, once: anything else would count sessions twice, or miss some."""
-    parsed = [parse_shard(shard) for shard in shards if shard is not None]
-    counts = {count for _, count in parsed}
-    if len(parsed) < len(shards) or len(counts) != 1:
-        raise CommandError("Cannot merge: the reports are not the shards of one split (K/N).")
-    [count] = counts
-    given = sorted(index for index, _ in parsed)
-    if given != list(range(count)):
-        twice = sorted({index + 1 for index in given if given.count(index) > 1})
-        missing = sorted(set(range(1, count + 1)) - {index + 1 for index in given})
-        problems = [f"shard {k}/{count} given twice" for k in twice]
-        problems += [f"shard {k}/{count} missing" for k in missing]
-        raise CommandError(f"Cannot merge: {', '.join(problems)}.")
+def _reader_gone() -> None:
+    """
+    Whoever read standard output stopped (``| head``): stop quietly, as
+    Unix tools do, with the status of a process that SIGPIPE ended. What
+    is still buffered goes nowhere, rather than into a traceback at exit.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # Standard output is no file: nothing is left to flush.
+        pass
+    raise SystemExit(BROKEN_PIPE)
+
+
+def _check_engine(engine: str, store_class: type[Any]) -> None:
+    """Make the engine's store once, so that a setting it lacks is one sentence."""
+    try:
+        store_class()
+    except InvalidCacheBackendError as error:
+        raise UnsupportedEngine(
+            f"Cannot use session engine '{engine}': SESSION_CACHE_ALIAS names the cache "
+            f"'{settings.SESSION_CACHE_ALIAS}', but CACHES has no such cache."
+        ) from error
+    except ImproperlyConfigured as error:  # Django's own sentences say what to set.
+        raise UnsupportedEngine(str(error)) from error
+    except Exception as error:  # Whatever else the engine raises for its settings.
+        raise UnsupportedEngine(
+            f"Cannot use session engine '{engine}': {first_line(error)}."
+        ) from error
 
 
 def _counts(outcome: Outcome) -> dict[str, Any]:
@@ -369,6 +415,9 @@ def _counts(outcome: Outcome) -> dict[str, Any]:
         "total_sessions": outcome.total_sessions,
         "keys_listed": outcome.keys_listed,
         "keys_not_found": outcome.keys_not_found,
+        "unreadable": outcome.unreadable,
+        "sessions_gone": outcome.sessions_gone,
+        "unreadable_expiry": outcome.unreadable_expiry,
         "partial": outcome.partial,
     }
 
@@ -379,16 +428,36 @@ def _keeps_sessions_in_memcached(store_class: type[Any]) -> bool:
     return isinstance(caches[settings.SESSION_CACHE_ALIAS], BaseMemcachedCache)
 
 
+_MODEL_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _shown(value: object) -> str:
+    """An option's value as an error message quotes it: cut short if long."""
+    text = str(value)
+    return f"'{text}'" if len(text) <= 40 else f"'{text[:40]}\u2026'"
+
+
 def whole_number(option: str, value: str | int, *, highest: int, lowest: int = 1) -> int:
     try:
-        number = int(value)
+        number = int(value) if len(str(value)) <= 40 else lowest - 1
     except ValueError:
         number = lowest - 1
     if not lowest <= number <= highest:
         raise CommandError(
-            f"{option} must be a whole number from {lowest} to {highest}, not '{value}'."
+            f"{option} must be a whole number from {lowest} to {highest}, not {_shown(value)}."
         )
     return number
+
+
+def size_option(option: str, value: str, *, lowest: int, highest: int) -> int:
+    """A size option's bytes, from ``lowest`` to ``highest``."""
+    size = parse_size(value)
+    if not lowest <= size <= highest:
+        raise CommandError(
+            f"{option} must be from {format_size(lowest)} to {format_size(highest)} "
+            f"({highest} bytes), not {_shown(value)}."
+        )
+    return size
 
 
 def seconds(option: str, value: str | float, *, highest: float) -> float:
@@ -398,7 +467,7 @@ def seconds(option: str, value: str | float, *, highest: float) -> float:
         number = -1.0
     if not 0 <= number <= highest:  # Also false for NaN.
         raise CommandError(
-            f"{option} must be a number of seconds from 0 to {highest:g}, not '{value}'."
+            f"{option} must be a number of seconds from 0 to {highest:g}, not {_shown(value)}."
         )
     return number
 
@@ -409,5 +478,5 @@ def rate(option: str, value: str | float) -> float:
     except ValueError:
         number = 0.0
     if not 0 < number <= 1:
-        raise CommandError(f"{option} must be a number above 0 and at most 1, not '{value}'.")
+        raise CommandError(f"{option} must be a number above 0 and at most 1, not {_shown(value)}.")
     return number

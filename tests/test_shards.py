@@ -1,0 +1,185 @@
+"""Reports of shards: read, checked against the schema, and merged only when they fit."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from analyze_sessions.shards import ShardReportError, read_shard_report
+from tests.helpers import run_command, session_via_view, within
+
+pytestmark = pytest.mark.django_db
+
+CANARY = "CANARY-8b1e5f"
+
+
+def shard_reports(tmp_path: Path, *args: str) -> list[Path]:
+    """The JSON reports of shards 1/2 and 2/2 of the sessions there are, run with ``args``."""
+    paths = []
+    for shard in ("1/2", "2/2"):
+        out, err, returncode = run_command(f"--shard={shard}", "--format=json", *args)
+        assert (err, returncode) == ("", 0)
+        path = tmp_path / f"shard-{shard[0]}{'-'.join(args)}.json"
+        path.write_text(out)
+        paths.append(path)
+    return paths
+
+
+def changed(path: Path, change: Callable[[dict[str, Any]], object]) -> Path:
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def merge(*paths: Path) -> tuple[str, str, int]:
+    return run_command("--merge", *map(str, paths))
+
+
+def refusal(path: Path, where: str) -> tuple[str, str, int]:
+    return (
+        "",
+        f"CommandError: Cannot merge '{path}': it is not a report of a shard that this "
+        f"version can merge ({where} is not as the report's schema says).\n",
+        1,
+    )
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> list[Path]:
+    for n in range(6):
+        session_via_view(n=str(n), **{f"key_{n}": "v"})
+    return shard_reports(tmp_path)
+
+
+def test_the_shards_of_one_run_merge(reports: list[Path]) -> None:
+    out, err, returncode = merge(*reports)
+
+    assert (err, returncode) == ("", 0)
+    assert out == run_command()[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda d: d.pop("filters"), "the report as a whole"),
+        (lambda d: d["filters"].update(shard="x/y"), "filters.shard"),
+        (
+            lambda d: d["state"]["totals"].update(processed="6"),
+            "state.totals.processed",
+        ),
+        (
+            lambda d: d["state"]["totals"].update(stored_bytes=-1),
+            "state.totals.stored_bytes",
+        ),
+        (lambda d: d["state"].update(top=10**6), "state.top"),
+        (lambda d: d["state"]["sizes"]["buckets"].update(x=1), "state.sizes.buckets"),
+        (lambda d: d["state"].pop("unreadable"), "state"),
+        # A key's name is the report's own, and may be a secret: never shown.
+        (
+            lambda d: d["state"]["keys"].update({CANARY: [1, "x", 2]}),
+            "state.keys.*[1]",
+        ),
+        (lambda d: d["state"]["users"].update({CANARY: [-1, 2]}), "state.users.*[0]"),
+    ],
+)
+def test_a_forged_report_is_refused_by_the_schema(
+    reports: list[Path], change: Callable[[dict[str, Any]], object], where: str
+) -> None:
+    forged = changed(reports[1], change)
+
+    result = merge(reports[0], forged)
+
+    assert result == refusal(forged, where)
+    assert CANARY not in "".join(map(str, result))
+
+
+def test_a_state_that_does_not_hold_together_is_refused(reports: list[Path]) -> None:
+    forged = changed(reports[1], lambda d: d["state"].update(now="not a date"))
+
+    assert merge(reports[0], forged) == (
+        "",
+        f"CommandError: Cannot merge '{forged}': it is not a report of a shard that this "
+        "version can merge (its state does not hold together).\n",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[" * 100_000, "{" * 100_000, '{"a": ' + "9" * 5000 + "}", "not json", "\udcff"],
+)
+def test_what_is_not_json_is_refused(reports: list[Path], tmp_path: Path, content: str) -> None:
+    path = tmp_path / "forged.json"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+
+    assert merge(reports[0], path) == (
+        "",
+        f"CommandError: Cannot merge '{path}': it is not a JSON report of a shard (made with "
+        "--shard and --format json).\n",
+        1,
+    )
+
+
+def test_endless_and_special_files_are_refused(reports: list[Path], tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # Nobody writes to it: reading it would wait for ever.
+
+    for path in ("/dev/zero", str(fifo), str(tmp_path)):
+        with within(20):
+            out, err, returncode = run_command("--merge", str(reports[0]), path)
+        assert (out, err, returncode) == (
+            "",
+            f"CommandError: Cannot read report '{path}': it is not a regular file.\n",
+            1,
+        )
+
+
+def test_a_report_larger_than_any_report_is_refused(reports: list[Path]) -> None:
+    size = reports[0].stat().st_size
+
+    with pytest.raises(ShardReportError) as refused:
+        read_shard_report(str(reports[0]), max_size=size - 1)
+
+    assert str(refused.value) == (
+        f"Cannot merge '{reports[0]}': it is larger than any report of a shard can be (0 MiB)."
+    )
+    assert read_shard_report(str(reports[0]), max_size=size).shard == (0, 2)
+
+
+def test_shards_made_with_other_filters_are_refused(reports: list[Path], tmp_path: Path) -> None:
+    bigger = shard_reports(tmp_path, "--bigger-than=160")
+
+    assert merge(reports[0], bigger[1]) == (
+        "",
+        f"CommandError: Cannot merge '{bigger[1]}' with '{reports[0]}': they differ in "
+        "bigger_than, so they are not shards of one run.\n",
+        1,
+    )
+
+
+def test_shards_of_another_engine_are_refused(reports: list[Path], tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    with override_settings(
+        SESSION_ENGINE="django.contrib.sessions.backends.file", SESSION_FILE_PATH=str(directory)
+    ):
+        session_via_view(n="1")
+        files = shard_reports(tmp_path, "--depth=0")
+        from django.contrib.sessions.backends.file import SessionStore as FileSessionStore
+
+        if hasattr(FileSessionStore, "_storage_path"):
+            del FileSessionStore._storage_path
+
+    assert merge(reports[0], files[1]) == (
+        "",
+        f"CommandError: Cannot merge '{files[1]}' with '{reports[0]}': they differ in "
+        "engine, so they are not shards of one run.\n",
+        1,
+    )
