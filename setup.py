@@ -17,7 +17,7 @@ setup(
     packages=find_packages(include=["analyze_sessions", "analyze_sessions.*"]),
     package_data={"analyze_sessions": ["py.typed", "report.schema.json"]},
     python_requires=">=3.10",
-    install_requires=["Django>=5.2", "tqdm>=4.60"],
+    install_requires=["Django>=5.2", "jsonschema>=4.20", "tqdm>=4.60"],
     classifiers=[
         "Development Status :: 4 - Beta",
         "Environment :: Web Environment",
