@@ -10,9 +10,11 @@ import json.decoder
 import json.scanner
 import re
 import zlib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from django.contrib.sessions.backends.base import SessionBase
@@ -112,6 +114,8 @@ class Decoder:
                 return self._undecodable(raw, BAD_PAYLOAD, refused_class=raw.data.class_name)
             if not isinstance(raw.data, dict):
                 return self._undecodable(raw, BAD_PAYLOAD)
+            if _outgrows(raw.data, self._max_size):
+                return self._undecodable(raw, TOO_LARGE)
             session = raw.data
         else:
             try:
@@ -239,6 +243,44 @@ class Decoder:
             unknown_key=unknown_key,
             refused_class=refused_class,
         )
+
+
+def _outgrows(value: Any, limit: int) -> bool:
+    """
+    Whether writing ``value`` out would take more than ``limit`` bytes, told
+    without writing it: a cached pickle of a few bytes can refer to one long
+    string a million times, which measuring would write out whole. Each
+    string counts its length, and each item at least a byte, so the walk
+    stops after ``limit`` steps at most, keeping one iterator a level. A
+    container inside itself can never be written out: it outgrows any limit.
+    """
+    budget = limit
+    levels: list[tuple[Iterator[Any], int]] = [(iter((value,)), 0)]
+    inside: set[int] = set()  # The containers on the way down to the current one.
+    while levels:
+        items, container = levels[-1]
+        item = next(items, _END)
+        if item is _END:
+            levels.pop()
+            inside.discard(container)
+            continue
+        if isinstance(item, (str, bytes, bytearray)):
+            budget -= len(item) + 1
+        elif isinstance(item, (dict, list, tuple, set, frozenset, deque)):
+            if id(item) in inside:
+                return True
+            budget -= len(item) + 1
+            inside.add(id(item))
+            contents = chain.from_iterable(item.items()) if isinstance(item, dict) else iter(item)
+            levels.append((contents, id(item)))
+        else:
+            budget -= 1
+        if budget < 0:
+            return True
+    return False
+
+
+_END = object()
 
 
 class SessionVerifier:

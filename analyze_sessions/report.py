@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from analyze_sessions.decoding import FAILURES
+from analyze_sessions.decoding import FAILURES, TOO_LARGE
 from analyze_sessions.sizes import format_size
+from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE
 from analyze_sessions.stats import (
     COOKIE_LIMIT,
     KEY_PREFIX_LENGTH,
@@ -110,6 +111,7 @@ class Report:
     sessions_gone: int = 0
     unreadable_expiry: int = 0
     refused_classes: tuple[tuple[str, int], ...] = ()
+    max_session_size: int = DEFAULT_MAX_SESSION_SIZE
 
     @classmethod
     def from_stats(
@@ -297,6 +299,13 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
                 f"{report.unknown_key_sessions} of them, {size(report.unknown_key_bytes)}, "
                 f"{'is' if report.unknown_key_sessions == 1 else 'are'} signed with a key no "
                 f"longer configured: dead weight until they expire"
+            )
+        too_large = dict(report.undecodable).get(TOO_LARGE, 0)
+        if too_large:
+            undecodable.append(
+                f"{too_large} of them {'is' if too_large == 1 else 'are'} stored in more than "
+                f"{size(report.max_session_size)}, or decompress to more "
+                f"(--max-session-size): not read whole"
             )
         if report.refused_classes:
             refused = sum(count for _, count in report.refused_classes)

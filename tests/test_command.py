@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
 from io import StringIO
@@ -19,8 +20,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.helpers import (
+    DJANGO_ADMIN,
     corrupt_session,
     django_admin,
+    django_admin_env,
     head,
     run_command,
     section,
@@ -610,3 +613,28 @@ def test_a_process_that_froze_its_objects_finds_them_frozen_after() -> None:
         gc.unfreeze()
     run_command()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reader_that_stops_early_ends_the_run_quietly() -> None:
+    # A report longer than a pipe holds (64 KiB), so that writing it meets
+    # the closed pipe: 3,000 key lines of some 80 bytes.
+    store = SessionStore()
+    for n in range(3000):
+        store[f"key_{n:05d}"] = n
+    store.create()
+
+    with subprocess.Popen(
+        [DJANGO_ADMIN, "analyze-sessions"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=django_admin_env(),
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # As `| head -1` does.
+        err = process.stderr.read()
+        process.wait(timeout=60)
+
+    assert first == b"Processed 1 sessions out of 1 total sessions\n"
+    assert (err, process.returncode) == (b"", 141)

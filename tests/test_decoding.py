@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import tracemalloc
+import zlib
 from datetime import datetime, timezone
 
 import pytest
+from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.signing import b64_encode
 from django.test import override_settings
@@ -11,10 +14,12 @@ from analyze_sessions.decoding import (
     BAD_ENCODING,
     BAD_PAYLOAD,
     BAD_SIGNATURE,
+    TOO_LARGE,
     DecodedSession,
     Decoder,
 )
 from analyze_sessions.sources import RawSession
+from analyze_sessions.unpickling import Refused
 from tests.helpers import signed
 from tests.session_engines import LegacySessionStore, RenamedSessionStore
 
@@ -194,3 +199,87 @@ def test_nested_values_are_measured_as_entries_are() -> None:
         "wizard.step_data.address": 25,  # "address":{"city":"Lyon"}
     }
     assert decode(data).nested == {}
+
+
+def bomb(expanded: int) -> str:
+    """A session signed with the site's key whose payload expands to ``expanded`` bytes."""
+    payload = b'{"a":"' + b"0" * (expanded - 8) + b'"}'
+    return signed("." + b64_encode(zlib.compress(payload, 9)).decode())
+
+
+def test_a_decompression_bomb_is_too_large_and_never_expanded() -> None:
+    data = bomb(64 * 1024 * 1024)  # 64 MiB from some 90 KB.
+
+    tracemalloc.start()
+    try:
+        decoded = Decoder(SessionStore, max_size=1024 * 1024).decode(
+            RawSession(KEY, data, EXPIRES, len(data))
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert (decoded.failure, decoded.stored_size, decoded.entries) == (TOO_LARGE, len(data), {})
+    assert peak < 4 * 1024 * 1024
+
+
+def test_a_payload_at_the_bound_is_decoded_and_one_past_it_is_not() -> None:
+    at_the_bound = bomb(4096)
+
+    assert Decoder(SessionStore, max_size=4096).decode(
+        RawSession(KEY, at_the_bound, EXPIRES, 1)
+    ).entries == {"a": 4096 - 2}
+    assert (
+        Decoder(SessionStore, max_size=4095)
+        .decode(RawSession(KEY, at_the_bound, EXPIRES, 1))
+        .failure
+        == TOO_LARGE
+    )
+
+
+def test_stored_data_past_the_bound_is_too_large_before_it_is_verified() -> None:
+    data = SessionStore().encode({"a": "b" * 5000})
+
+    decoded = Decoder(SessionStore, max_size=len(data) - 1).decode(
+        RawSession(KEY, data, EXPIRES, len(data))
+    )
+
+    assert (decoded.failure, decoded.stored_size) == (TOO_LARGE, len(data))
+
+
+def test_a_session_the_store_did_not_read_is_too_large() -> None:
+    decoded = Decoder(SessionStore).decode(RawSession(KEY, None, EXPIRES, 50_000_000))
+
+    assert (decoded.failure, decoded.stored_size, decoded.expires_at) == (
+        TOO_LARGE,
+        50_000_000,
+        EXPIRES,
+    )
+
+
+def test_a_refused_pickle_is_a_bad_payload_named_by_its_class() -> None:
+    decoded = Decoder(SessionStore).decode(RawSession(KEY, Refused("posix.system"), None, 40))
+
+    assert (decoded.failure, decoded.refused_class) == (BAD_PAYLOAD, "posix.system")
+
+
+def test_a_cached_value_that_would_write_out_huge_is_too_large() -> None:
+    # A pickle of a few kilobytes can hold one long string ten thousand times.
+    long = "x" * 1_000_000
+    itself: list[object] = []
+    itself.append(itself)
+    decoder = Decoder(CacheSessionStore)
+
+    assert decoder.decode(RawSession(KEY, {"a": [long] * 10_000}, None, 1)).failure == TOO_LARGE
+    assert decoder.decode(RawSession(KEY, {"a": itself}, None, 1)).failure == TOO_LARGE
+
+
+def test_a_cached_value_that_shares_a_part_is_measured_whole() -> None:
+    shared = ["y" * 10] * 5
+
+    decoded = Decoder(CacheSessionStore).decode(
+        RawSession(KEY, {"first": shared, "second": shared}, None, 1)
+    )
+
+    # "first":["yyyyyyyyyy",...] is 8 + 1 + 5 * 12 + 4 + 1 = 74 bytes.
+    assert (decoded.failure, decoded.entries) == (None, {"first": 74, "second": 75})

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import string
+import tracemalloc
 import zlib
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -375,3 +376,29 @@ def test_key_names_cannot_run_in_a_spreadsheet_or_a_terminal(output: str) -> Non
         assert "    \\x1b[31mred\\x1b[0m (1 times, " in result.stdout
         assert "    lone \\ud800 surrogate (1 times, " in result.stdout
         assert "    line\\nbreak (1 times, " in result.stdout
+
+
+@pytest.mark.django_db
+def test_a_decompression_bomb_in_the_store_is_counted_too_large_in_bounded_memory() -> None:
+    session_via_view(foo="bar")
+    payload = b'{"a":"' + b"0" * (64 * 1024 * 1024) + b'"}'  # 64 MiB, from some 90 KB.
+    bomb = signed("." + signing.b64_encode(zlib.compress(payload, 9)).decode())
+    del payload
+    corrupt_session(bomb)
+
+    tracemalloc.start()
+    try:
+        out, err, returncode = run_command("--max-session-size=1MiB")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert (err, returncode) == ("", 0)
+    assert out.startswith("Processed 2 sessions out of 2 total sessions\n")
+    assert section(out, "Undecodable") == [
+        f"1 session, {len(bomb)} bytes (too large: 1): no request can read them, and Django "
+        "reads each as empty",
+        "1 of them is stored in more than 1048576 bytes, or decompress to more "
+        "(--max-session-size): not read whole",
+    ]
+    assert peak < 16 * 1024 * 1024

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from typing import IO, Any
 
 STDIN = "-"
+# A session key is 32 characters, 40 at most in Django's table: a line
+# longer than this is no list of keys (/dev/zero, a binary, a dump).
+MAX_LINE_LENGTH = 1024
+# Ten times the keys of a store of a million sessions, in about a gigabyte
+# of memory; a stream that goes on past it (`yes | ...`) is refused.
+MAX_KEYS = 10_000_000
+MAX_LINES = 100_000_000
 
 
 class KeysFileError(Exception):
@@ -19,7 +25,11 @@ def read_session_keys(path: str, stdin: IO[Any] | None = None) -> set[str]:
 
     ``-`` reads ``stdin`` (standard input by default). Surrounding whitespace,
     blank lines and lines starting with ``#`` are ignored. A line that is not
-    UTF-8 text means the file is not a list of keys, so it is an error.
+    UTF-8 text, or is longer than any key, means the file is not a list of
+    keys, so it is an error; so is a file that lists more than ``MAX_KEYS``
+    keys or goes on past ``MAX_LINES`` lines. The file is read as a stream,
+    a line at a time: a pipe or a device works, and never takes more memory
+    than its keys.
     """
     if path == STDIN:
         stream = sys.stdin if stdin is None else stdin
@@ -33,10 +43,19 @@ def read_session_keys(path: str, stdin: IO[Any] | None = None) -> set[str]:
         raise KeysFileError(f"Cannot read {name}: {error.strerror}.") from error
 
 
-def _collect(lines: Iterable[bytes | str], name: str) -> set[str]:
-    keys = set()
+def _collect(lines: IO[Any], name: str) -> set[str]:
+    keys: set[str] = set()
     try:
-        for number, line in enumerate(lines, start=1):
+        for number in range(1, MAX_LINES + 1):
+            # Room for the longest line, its CRLF, and one more character to tell.
+            line = lines.readline(MAX_LINE_LENGTH + 3)
+            if not line:
+                return keys
+            if len(line.rstrip("\r\n" if isinstance(line, str) else b"\r\n")) > MAX_LINE_LENGTH:
+                raise KeysFileError(
+                    f"Cannot read {name}: line {number} is longer than {MAX_LINE_LENGTH} "
+                    f"characters, which no session key is."
+                )
             if isinstance(line, bytes):
                 try:
                     line = line.decode("utf-8")
@@ -49,6 +68,11 @@ def _collect(lines: Iterable[bytes | str], name: str) -> set[str]:
             key = line.strip()
             if key and not key.startswith("#"):
                 keys.add(key)
+                if len(keys) > MAX_KEYS:
+                    raise KeysFileError(
+                        f"Cannot read {name}: it lists more than {MAX_KEYS} keys; split it, "
+                        f"or analyze the whole store."
+                    )
     except OSError as error:
         raise KeysFileError(f"Cannot read {name}: {error.strerror}.") from error
-    return keys
+    raise KeysFileError(f"Cannot read {name}: it goes on past {MAX_LINES} lines.")

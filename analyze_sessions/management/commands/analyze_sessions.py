@@ -246,6 +246,7 @@ class Command(BaseCommand):
             disk=disk,
             memcached=_keeps_sessions_in_memcached(plan.store_class),
             cached=issubclass(plan.store_class, cache_engine.SessionStore),
+            max_session_size=plan.max_size,
         )
         self._write(report, options, outcome, state=options["shard"] is not None)
 
