@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -290,6 +290,17 @@ def test_what_is_opened_is_checked_as_well_as_what_is_named(
         assert raised.value.reason == "not a regular file"
 
 
+@contextlib.contextmanager
+def working_in(directory: Path) -> Iterator[None]:
+    """In ``directory``, and back (contextlib.chdir from Python 3.11 on)."""
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def test_directories_sockets_and_devices_named_like_sessions_are_counted(
     directory: Path,
 ) -> None:
@@ -298,7 +309,7 @@ def test_directories_sockets_and_devices_named_like_sessions_are_counted(
     (directory / f"sessionid{names[0]}").mkdir()
     # A socket's path must be short: bind to its name from inside the directory.
     server = socket.socket(socket.AF_UNIX)
-    with contextlib.chdir(directory), server:
+    with working_in(directory), server:
         server.bind(f"sessionid{names[1]}")
         try:
             os.mknod(f"sessionid{names[2]}", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
@@ -426,25 +437,29 @@ def test_reading_leaves_access_times_alone(directory: Path) -> None:
     ("settings", "expiry", "expires_at"),
     [
         # A naive expiry is read as Django wrote it: in UTC with USE_TZ ...
-        ({"USE_TZ": True}, "2030-05-06T07:08:09", datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        (
+            {"USE_TZ": True},
+            "2030-05-06T07:08:09",
+            datetime(2030, 5, 6, 7, 8, 9, tzinfo=timezone.utc),
+        ),
         # ... and in TIME_ZONE without (CDT is 5 hours behind UTC).
         (
             {"USE_TZ": False, "TIME_ZONE": "America/Chicago"},
             "2030-05-06T07:08:09",
-            datetime(2030, 5, 6, 12, 8, 9, tzinfo=UTC),
+            datetime(2030, 5, 6, 12, 8, 9, tzinfo=timezone.utc),
         ),
         (
             {"USE_TZ": False, "TIME_ZONE": "America/Chicago"},
             datetime(2030, 5, 6, 7, 8, 9),
-            datetime(2030, 5, 6, 12, 8, 9, tzinfo=UTC),
+            datetime(2030, 5, 6, 12, 8, 9, tzinfo=timezone.utc),
         ),
         (
             {"USE_TZ": False, "TIME_ZONE": "America/Chicago"},
             "2030-05-06T07:08:09+02:00",
-            datetime(2030, 5, 6, 5, 8, 9, tzinfo=UTC),
+            datetime(2030, 5, 6, 5, 8, 9, tzinfo=timezone.utc),
         ),
         # Off the calendar once in UTC: the first moment, or never.
-        ({"USE_TZ": True}, "0001-01-01T00:00:00+05:00", datetime.min.replace(tzinfo=UTC)),
+        ({"USE_TZ": True}, "0001-01-01T00:00:00+05:00", datetime.min.replace(tzinfo=timezone.utc)),
         ({"USE_TZ": True}, "9999-12-31T23:00:00-05:00", None),
     ],
 )
@@ -457,7 +472,7 @@ def test_every_expiry_is_an_aware_moment_in_utc(
         moment = FileSource(SessionStore).expiry(raw, {"_session_expiry": expiry})
 
     assert moment == expires_at
-    assert moment is None or moment.tzinfo is UTC
+    assert moment is None or moment.tzinfo is timezone.utc
 
 
 def test_an_expiry_set_without_use_tz_is_read_in_the_time_zone(directory: Path) -> None:
@@ -472,7 +487,7 @@ def test_an_expiry_set_without_use_tz_is_read_in_the_time_zone(directory: Path) 
         moment = FileSource(SessionStore).expiry(raw, session)
 
     assert isinstance(session["_session_expiry"], str)  # Naive, in Chicago's time.
-    assert moment is not None and moment.tzinfo is UTC
+    assert moment is not None and moment.tzinfo is timezone.utc
     assert abs(moment.timestamp() - (written + 3600)) < 60
 
 
@@ -487,7 +502,7 @@ def test_the_command_counts_expired_files_whatever_use_tz(file_engine: Path, use
         expired.set_expiry(timedelta(hours=-1))
         expired.create()
         old = saved(foo="bar")
-        long_ago = (datetime.now(UTC) - COOKIE_AGE - timedelta(days=1)).timestamp()
+        long_ago = (datetime.now(timezone.utc) - COOKIE_AGE - timedelta(days=1)).timestamp()
         os.utime(file_engine / f"sessionid{old}", (long_ago, long_ago))
 
         out, err, returncode = run_command()
