@@ -12,11 +12,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from analyze_sessions.decoding import FAILURES, TOO_LARGE
+from analyze_sessions.shown import KEY_PREFIX_LENGTH, masked, printable, spreadsheet_safe
 from analyze_sessions.sizes import format_size
 from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE
 from analyze_sessions.stats import (
     COOKIE_LIMIT,
-    KEY_PREFIX_LENGTH,
     MEMCACHED_ITEM_LIMIT,
     LargeSession,
     Stats,
@@ -443,31 +443,6 @@ def _when(moment: datetime) -> str:
     if moment.tzinfo is None:
         return moment.strftime("%Y-%m-%d %H:%M")
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def masked(key: str) -> str:
-    """The first characters of a session key: enough to tell, not to use."""
-    return key[:KEY_PREFIX_LENGTH] + "\u2026" if len(key) > KEY_PREFIX_LENGTH else key
-
-
-def printable(text: str) -> str:
-    """
-    ``text``, with anything that could break a line of the report escaped:
-    line breaks, a terminal's escape sequences, characters that reorder a
-    line, lone surrogates (which no encoding can write).
-    """
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
-
-
-# What makes a spreadsheet read a cell as a formula (OWASP's list).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(text: str) -> str:
-    """``text`` as a CSV cell a spreadsheet shows and never runs: ``=1+1`` is ``'=1+1``."""
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:

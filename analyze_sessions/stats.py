@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from analyze_sessions.patterns import key_pattern
+from analyze_sessions.shown import masked
 
 if TYPE_CHECKING:  # Decoding needs the sources, and they need the shards, which need these.
     from analyze_sessions.decoding import DecodedSession
@@ -407,7 +408,7 @@ def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
         "largest": [
             [
                 session.stored_size,
-                session.key if show_keys else _cut(session.key),
+                session.key if show_keys else masked(session.key),
                 None if session.expires_at is None else session.expires_at.isoformat(),
                 session.user_id,
                 session.largest_key,
@@ -445,8 +446,6 @@ def from_state(state: dict[str, Any]) -> Stats:
     return stats
 
 
-# Where the report shows a key cut short, and the state keeps one.
-KEY_PREFIX_LENGTH = 6
 _TOTALS = (
     "processed",
     "stored_bytes",
@@ -459,11 +458,6 @@ _TOTALS = (
     "over_cookie_limit",
     "over_memcached_limit",
 )
-
-
-def _cut(key: str) -> str:
-    # Marked as cut, so that the report shows it as it shows a whole key cut.
-    return key if len(key) <= KEY_PREFIX_LENGTH else key[:KEY_PREFIX_LENGTH] + "\u2026"
 
 
 def _triple(value: KeyStats) -> list[int]:

@@ -14,7 +14,6 @@ from analyze_sessions.report import (
     KeyLine,
     Report,
     mean,
-    printable,
     render_csv,
     render_json,
     render_text,
@@ -284,10 +283,3 @@ def test_csv_report_has_a_row_per_key() -> None:
         "cart_12,1,1,1.00,1,0.0089",
         "cart_3,1,1,1.00,1,0.0089",
     ]
-
-
-def test_key_names_cannot_break_a_line() -> None:
-    assert printable("cart") == "cart"
-    assert printable("wizard_étape") == "wizard_étape"
-    assert printable("evil\nProcessed 0 sessions") == "evil\\nProcessed 0 sessions"
-    assert printable("tab\there\x1b[2J") == "tab\\there\\x1b[2J"

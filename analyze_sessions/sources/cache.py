@@ -35,6 +35,7 @@ from django.utils.module_loading import import_string
 
 from analyze_sessions import unpickling
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
+from analyze_sessions.shown import masked
 from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
     ListingSource,
@@ -172,11 +173,6 @@ def _is_django_redis(backend: type[Any]) -> bool:
 
 def _class_path(backend: Any) -> str:
     return f"{getattr(backend, '__module__', '?')}.{getattr(backend, '__qualname__', '?')}"
-
-
-def masked(key: str) -> str:
-    """A session key as an error message may show it: its first 6 characters."""
-    return f"{key[:6]}…"
 
 
 def unpickled(data: bytes, max_size: int) -> Any:

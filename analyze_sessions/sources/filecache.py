@@ -14,26 +14,19 @@ import pickletools
 import time
 import warnings
 import zlib
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 from django.core.cache.backends.base import CacheKeyWarning
 from django.core.cache.backends.filebased import FileBasedCache
 
-from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
-from analyze_sessions.sources import (
-    DEFAULT_MAX_SESSION_SIZE,
-    RawSession,
-    SourceError,
-    UnsupportedEngine,
-    valid_key,
-)
+from analyze_sessions.shown import masked
+from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine
+from analyze_sessions.sources.cache import CacheSource
 from analyze_sessions.sources.files import (
     NotThere,
     Unreadable,
-    masked,
     read_regular_file,
     regular_file_status,
     utc_moment,
@@ -45,7 +38,7 @@ from analyze_sessions.unpickling import Refused, TooLarge, loads
 _EXPIRY_HEAD = 256
 
 
-class FileCacheSource:
+class FileCacheSource(CacheSource):
     """
     Read listed sessions from the files of a ``FileBasedCache``, never
     writing, never deleting.
@@ -65,41 +58,11 @@ class FileCacheSource:
     from other cache entries: only sessions whose keys are given are read.
     """
 
-    # Reads what it finds when it finds it: nothing is listed first, to be gone after.
-    sessions_gone = 0
-
-    def __init__(
-        self,
-        cache: FileBasedCache,
-        key_prefix: str,
-        *,
-        bigger_than: int | None = None,
-        batch_size: int = 1000,
-        sleep_time: float = 0.0,
-        key_range: KeyRange = EVERY_KEY,
-        max_size: int = DEFAULT_MAX_SESSION_SIZE,
-    ) -> None:
-        self.cache = cache
+    def __init__(self, cache: FileBasedCache, key_prefix: str, **options: Any) -> None:
+        super().__init__(cache, key_prefix, **options)
         # The backend's own naming, so that names always match what it writes.
         self._file_name: Callable[[str], str] = cache._key_to_file  # type: ignore[attr-defined]
         self.directory: str = cache._dir  # type: ignore[attr-defined]
-        self.key_prefix = key_prefix
-        self.bigger_than = bigger_than
-        self.batch_size = batch_size
-        self.sleep_time = sleep_time
-        self.key_range = key_range
-        self.max_size = max_size
-        self.keys_listed = 0
-        self.keys_not_found = 0
-        self.unreadable: Counter[str] = Counter()
-        self._batches = 0
-
-    def close(self) -> None:
-        """Nothing to let go of: each file is closed once read."""
-
-    def total_sessions(self) -> int | None:
-        """None: the cache's file names do not say which entries are sessions."""
-        return None
 
     def scan(self) -> Iterator[list[RawSession]]:
         raise UnsupportedEngine(
@@ -108,23 +71,23 @@ class FileCacheSource:
             "keys of the sessions to analyze."
         )
 
-    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
-        self.keys_listed += len(wanted)
-        for start in range(0, len(wanted), self.batch_size):
-            self._pause()
-            batch = []
-            for key in wanted[start : start + self.batch_size]:
-                # Only a key that could be a session key is looked for.
-                if not valid_key(key):
-                    self.keys_not_found += 1
-                elif (raw := self._read(key)) is not None:
-                    batch.append(raw)
-            if batch:
-                yield batch
+    def _read_many(self, keys: list[str]) -> tuple[list[RawSession], int]:
+        batch, found = [], 0
+        for key in keys:
+            try:
+                raw = self._read(key)
+            except NotThere:
+                continue
+            found += 1
+            if raw is not None:
+                batch.append(raw)
+        return batch, found
 
     def _read(self, key: str) -> RawSession | None:
-        """The session, or None if it is not there, cannot be read or is filtered out."""
+        """
+        The session, or None if it cannot be read or is filtered out; raises
+        NotThere if the cache holds no entry of that name.
+        """
         try:
             with warnings.catch_warnings():
                 # Its text quotes the whole key, and memcached's limits do not apply here.
@@ -139,9 +102,6 @@ class FileCacheSource:
             if self.bigger_than is not None and status.st_size <= self.bigger_than:
                 return None
             content = read_regular_file(path, self.max_size, head=_EXPIRY_HEAD)
-        except NotThere:
-            self.keys_not_found += 1
-            return None
         except Unreadable as unreadable:
             self.unreadable[unreadable.reason] += 1
             return None

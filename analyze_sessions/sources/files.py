@@ -16,6 +16,7 @@ from django.contrib.sessions.backends.file import SessionStore as FileSessionSto
 from django.core.exceptions import ImproperlyConfigured
 
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
+from analyze_sessions.shown import masked
 from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
     ListingSource,
@@ -55,11 +56,6 @@ class Unreadable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def masked(key: str) -> str:
-    """The start of ``key``, enough to tell keys apart and never enough to use one."""
-    return f"{key[:6]}\u2026"
 
 
 def regular_file_status(path: str) -> os.stat_result:
