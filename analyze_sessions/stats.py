@@ -7,7 +7,7 @@ import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from analyze_sessions.patterns import key_pattern
@@ -231,7 +231,7 @@ class TopSessions:
             heapq.heappush(self.heap, session)
         elif self.size and session > self.heap[0]:
             heapq.heapreplace(self.heap, session)
-        if len(self.heap) == self.size:
+        if self.size and len(self.heap) == self.size:
             self.least = self.heap[0].stored_size
 
     def merge(self, other: TopSessions) -> None:
@@ -419,11 +419,12 @@ def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
 
 
 def from_state(state: dict[str, Any]) -> Stats:
-    """The stats that to_state() wrote."""
-    stats = Stats(
-        now=None if state["now"] is None else datetime.fromisoformat(state["now"]),
-        top=state["top"],
-    )
+    """
+    The stats that to_state() wrote. Raises ValueError where the state
+    does not hold together (a forged one: sizes that do not add up to the
+    sessions, a date that is not one), as no run could have written it.
+    """
+    stats = Stats(now=_moment(state["now"]), top=state["top"])
     for name, value in state["totals"].items():
         setattr(stats, name, value)
     stats.keys = {key: KeyStats.of(key, *value) for key, value in state["keys"].items()}
@@ -440,10 +441,34 @@ def from_state(state: dict[str, Any]) -> Stats:
     sizes.exact = state["sizes"]["exact"]
     sizes.buckets = Counter({int(b): n for b, n in state["sizes"]["buckets"].items()})
     sizes.powers = Counter({int(b): n for b, n in state["sizes"]["powers"].items()})
+    if len(state["largest"]) > stats.top:
+        raise ValueError("More of the largest sessions than were kept.")
     for size, key, expires, user_id, largest_key in state["largest"]:
-        expires_at = None if expires is None else datetime.fromisoformat(expires)
-        stats.largest.add(LargeSession(size, key, expires_at, user_id, largest_key))
+        stats.largest.add(LargeSession(size, key, _moment(expires), user_id, largest_key))
+    _check_sizes(sizes, stats.processed)
     return stats
+
+
+def _moment(text: str | None) -> datetime | None:
+    """An ISO 8601 date and time of a state, aware in UTC (raises where it is not one)."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)  # OverflowError past the calendar's ends.
+
+
+def _check_sizes(sizes: SizeDistribution, processed: int) -> None:
+    """That the sizes of a state describe ``processed`` sessions, as a run's do."""
+    counted = sizes.buckets.total() if sizes.exact is None else len(sizes.exact)
+    holds = (
+        sizes.count == processed == counted == sizes.powers.total()
+        and (sizes.minimum is None) == (processed == 0)
+        and (sizes.minimum or 0) <= sizes.maximum
+    )
+    if not holds:
+        raise ValueError("The sizes do not describe the sessions processed.")
 
 
 _TOTALS = (

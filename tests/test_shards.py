@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from analyze_sessions.shards import ShardReportError, read_shard_report
+from analyze_sessions.shards import ShardReportError, in_range, key_range, read_shard_report
 from tests.helpers import run_command, session_via_view, within
 
 pytestmark = pytest.mark.django_db
@@ -53,8 +53,13 @@ def refusal(path: Path, where: str) -> tuple[str, str, int]:
 
 @pytest.fixture
 def reports(tmp_path: Path) -> list[Path]:
-    for n in range(6):
-        session_via_view(n=str(n), **{f"key_{n}": "v"})
+    # Keys are random: sessions are made until each of the two shards has some.
+    keys: list[str] = []
+    while len(keys) < 6 or not all(
+        any(in_range(key, key_range(shard, 2)) for key in keys) for shard in (0, 1)
+    ):
+        n = len(keys)
+        keys.append(session_via_view(n=str(n), **{f"key_{n}": "v"}))
     return shard_reports(tmp_path)
 
 
@@ -100,8 +105,39 @@ def test_a_forged_report_is_refused_by_the_schema(
     assert CANARY not in "".join(map(str, result))
 
 
-def test_a_state_that_does_not_hold_together_is_refused(reports: list[Path]) -> None:
-    forged = changed(reports[1], lambda d: d["state"].update(now="not a date"))
+def set_state(**changes: Any) -> Callable[[dict[str, Any]], object]:
+    return lambda d: d["state"].update(changes)
+
+
+def set_sizes(**changes: Any) -> Callable[[dict[str, Any]], object]:
+    return lambda d: d["state"]["sizes"].update(changes)
+
+
+def first_largest_expiring(moment: str) -> Callable[[dict[str, Any]], object]:
+    return lambda d: d["state"]["largest"][0].__setitem__(2, moment)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        set_state(now="not a date"),
+        # Past the calendar's end once in UTC.
+        first_largest_expiring("9999-12-31T23:59:59-05:00"),
+        # More of the largest sessions than were kept, down to none kept.
+        set_state(top=0),
+        # Sizes that do not describe the sessions processed.
+        set_sizes(count=99),
+        set_sizes(exact=[1, 2]),
+        set_sizes(powers={"7": 99}),
+        set_sizes(minimum=10**6),
+        set_sizes(minimum=None),
+        set_sizes(exact=None, buckets={"1": 1}),
+    ],
+)
+def test_a_state_that_does_not_hold_together_is_refused(
+    reports: list[Path], change: Callable[[dict[str, Any]], object]
+) -> None:
+    forged = changed(reports[1], change)
 
     assert merge(reports[0], forged) == (
         "",
