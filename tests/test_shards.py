@@ -127,7 +127,7 @@ def first_largest_expiring(moment: str) -> Callable[[dict[str, Any]], object]:
         set_state(top=0),
         # Sizes that do not describe the sessions processed.
         set_sizes(count=99),
-        set_sizes(exact=[1, 2]),
+        lambda d: d["state"]["sizes"]["exact"].append(1),
         set_sizes(powers={"7": 99}),
         set_sizes(minimum=10**6),
         set_sizes(minimum=None),
