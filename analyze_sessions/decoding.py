@@ -22,7 +22,7 @@ from django.core import signing
 from django.utils.encoding import force_bytes
 
 from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE, RawSession
-from analyze_sessions.unpickling import Refused
+from analyze_sessions.unpickling import Refused, object_budget
 
 BAD_SIGNATURE = "bad signature"
 BAD_ENCODING = "bad encoding"
@@ -104,6 +104,12 @@ class Decoder:
 
     def decode(self, raw: RawSession) -> DecodedSession:
         """Decode ``raw``; never raises, whatever its data holds."""
+        try:
+            return self._decode(raw)
+        except MemoryError:  # Past every bound this process was given.
+            return self._undecodable(raw, TOO_LARGE)
+
+    def _decode(self, raw: RawSession) -> DecodedSession:
         payload_size: int | None = None  # Unless it is measured on the way.
         entries: dict[str, int] | None = None  # Likewise.
         if raw.data is None:  # The store did not read it: over the bound.
@@ -149,7 +155,7 @@ class Decoder:
             entries=entries,
             expires_at=expires_at,
             key=raw.key,
-            user_id=None if user_id is None else str(user_id),
+            user_id=_user_id(user_id),
             nested=nested,
         )
 
@@ -194,6 +200,12 @@ class Decoder:
             raise
         except Exception:
             raise _Undecodable(BAD_ENCODING) from None
+        if len(payload) > _COUNTED_PAST:
+            # Parsed, each item is an object of 50 bytes or more, from as
+            # little as two bytes of payload ("[],"): counted before it is.
+            items = payload.count(b",") + payload.count(b"[") + payload.count(b"{")
+            if items > object_budget(self._max_size):
+                raise _Undecodable(TOO_LARGE)
         if self._compact_json:
             measured = split_compact_json(payload)
             if measured is not None:
@@ -245,6 +257,22 @@ class Decoder:
         )
 
 
+# What a primary key written by django.contrib.auth looks like: a number, a
+# UUID, a short slug. Anything else under _auth_user_id is no user's id.
+_USER_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,64}")
+
+
+def _user_id(value: Any) -> str | None:
+    """
+    The id of the user a session is logged in as, or None where it holds
+    none Django could load a user by: then it is no login, and the value,
+    which anyone who can write to a cache may have put there, is not shown.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and _USER_ID.fullmatch(value) else None
+
+
 def _outgrows(value: Any, limit: int) -> bool:
     """
     Whether writing ``value`` out would take more than ``limit`` bytes, told
@@ -281,6 +309,8 @@ def _outgrows(value: Any, limit: int) -> bool:
 
 
 _END = object()
+# Payloads smaller than this cannot parse to much, whatever they hold.
+_COUNTED_PAST = 64 * 1024
 
 
 class SessionVerifier:

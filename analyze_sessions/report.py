@@ -360,9 +360,9 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         yield from _section(
             "On disk",
             [
-                f"Table {report.disk['table']}: {size(report.disk['total_bytes'])} with its "
-                f"indexes, of which indexes {size(report.disk['index_bytes'])}; stored sizes "
-                f"add up to {size(report.stored_bytes)}"
+                f"Table {printable(report.disk['table'])}: {size(report.disk['total_bytes'])} "
+                f"with its indexes, of which indexes {size(report.disk['index_bytes'])}; "
+                f"stored sizes add up to {size(report.stored_bytes)}"
             ],
         )
 

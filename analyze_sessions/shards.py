@@ -68,6 +68,9 @@ def _boundary(index: int, count: int) -> str | None:
 # The largest report --merge reads: a shard of a big store, with every
 # distinct key and user it saw, fits; an endless file does not.
 MAX_REPORT_SIZE = 256 * 1024 * 1024
+# And the most items it may hold: the keys and users of some two million
+# distinct ones, in under a gigabyte once parsed.
+MAX_REPORT_ITEMS = 8_000_000
 # What the reports of shards must share to be merged: one store, read one way.
 _SHARED = ("schema_version", "engine")
 
@@ -95,6 +98,13 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
     report's schema: a report file may have been made by hand, or forged.
     """
     text = _read_report_file(path, max_size)
+    # Parsed, each item is an object: a report of "[],[],..." would take
+    # gigabytes. Counted first, as no shard of a real store has as many.
+    if text.count(b",") + text.count(b"[") + text.count(b"{") > MAX_REPORT_ITEMS:
+        raise ShardReportError(
+            f"Cannot merge '{path}': it holds more than any report of a shard can "
+            f"({MAX_REPORT_ITEMS} items)."
+        )
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):  # Not JSON; nested past any report's depth.

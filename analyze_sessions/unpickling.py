@@ -17,6 +17,7 @@ import copyreg
 import io
 import pickle
 import pickletools
+import re
 import zoneinfo
 from collections.abc import Callable
 from typing import Any
@@ -52,10 +53,23 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 
 # A pickle builds an object of 50 bytes or more from one byte (an empty
-# list, say): one that is large enough to matter has its objects counted
-# before any is built, at this many bytes each.
+# list, say): its objects are counted before any is built, at this many
+# bytes each, with shared ones counted each time they are referred to, as
+# hashing and writing them out will visit them.
 BYTES_AN_OBJECT = 64
-_COUNTED_PAST = 64 * 1024
+# However small the bound on sizes, this many objects (a megabyte or so)
+# are allowed: a bound of a kilobyte is about what is stored, not memory.
+MIN_OBJECTS = 10_000
+
+
+def object_budget(max_size: int) -> int:
+    """How many objects a session may build under the bound ``max_size`` on its size."""
+    return max(max_size // BYTES_AN_OBJECT, MIN_OBJECTS)
+
+
+# Deeper than any session nests, and far short of what hashing a tuple
+# recurses through before the C stack runs out.
+MAX_DEPTH = 200
 
 
 class TooLarge(Exception):
@@ -68,6 +82,17 @@ class Refused(Exception):
     def __init__(self, class_name: str) -> None:
         super().__init__(f"refused to unpickle {class_name}")
         self.class_name = class_name
+
+
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _class_name(module: str, name: str) -> str:
+    """A refused class as the report may name it: only if it is a class's name at all."""
+    dotted = f"{module}.{name}"
+    if len(dotted) <= 100 and _DOTTED.fullmatch(dotted):
+        return dotted
+    return "(a name that is no class's)"
 
 
 def _of_built_items(kind: type[Any]) -> Callable[..., Any]:
@@ -146,7 +171,7 @@ class _SessionUnpickler(pickle.Unpickler):
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if name not in ALLOWED.get(module, ()):
-            raise Refused(f"{module}.{name}")
+            raise Refused(_class_name(module, name))
         guarded = _GUARDED.get((module, name))
         return guarded if guarded is not None else super().find_class(module, name)
 
@@ -159,16 +184,91 @@ def loads(data: bytes, max_size: int = DEFAULT_MAX_SESSION_SIZE) -> Any:
     The value ``data`` pickles, built only from allowed types, in about
     ``max_size`` bytes of memory at most.
 
-    Raises :class:`Refused` for a class outside ``ALLOWED`` and
-    :class:`TooLarge` for more objects than ``max_size`` bytes hold, and
-    whatever pickle raises for data that is not a pickle.
+    Raises :class:`Refused` for a class outside ``ALLOWED`` or objects
+    nested past ``MAX_DEPTH``, :class:`TooLarge` for more objects than
+    ``max_size`` bytes hold, and whatever pickle raises for data that is not
+    a pickle.
     """
-    if len(data) > _COUNTED_PAST:
-        budget = max_size // BYTES_AN_OBJECT
-        try:
-            for count, _ in enumerate(pickletools.genops(data), start=1):
-                if count > budget:  # Each opcode builds one object at most.
-                    raise TooLarge
-        except ValueError:
-            pass  # Not a pickle, which the unpickler will say its own way.
+    try:
+        _check_shape(data, object_budget(max_size))
+    except ValueError:
+        pass  # Not a pickle, which the unpickler will say its own way.
     return _SessionUnpickler(io.BytesIO(data)).load()
+
+
+# How each opcode changes what the stack holds, told apart by what it does.
+_BUILDERS = frozenset({"TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "LIST", "DICT", "FROZENSET"})
+_ADDERS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def _layout(opcode: pickletools.OpcodeInfo) -> tuple[int, int | None, tuple[bool, ...]]:
+    """
+    What ``opcode`` takes from the stack (how many, or how many under the
+    last MARK and all above it) and puts back (for each, whether a MARK).
+    """
+    before = [str(kind) for kind in opcode.stack_before]
+    under = before.index("mark") if "mark" in before else None
+    return len(before), under, tuple(str(kind) == "mark" for kind in opcode.stack_after)
+
+
+_LAYOUTS = {opcode.name: _layout(opcode) for opcode in pickletools.opcodes}
+
+
+def _check_shape(data: bytes, budget: int) -> None:
+    """
+    Follow the opcodes of ``data`` on a stack of [size, depth] cells, with
+    nothing built: the objects each one stands for, shared ones counted
+    every time they are referred to, and how deep they nest. A few hundred
+    bytes of pickle can stand for a tuple that refers to itself two ways
+    sixty levels down, which takes 2**60 steps to hash, or nest tuples
+    deeper than the C stack goes: both are refused before the unpickler
+    builds them. A memoized object shares its cell, so that what is added
+    to a list after it was memoized counts where it is referred to.
+    """
+    stack: list[list[int]] = []
+    marks: list[int] = []  # Where each MARK stands in the stack, as the unpickler keeps them.
+    memo: dict[Any, list[int]] = {}
+    for count, (opcode, argument, _) in enumerate(pickletools.genops(data), start=1):
+        if count > budget:
+            raise TooLarge
+        name = opcode.name
+        taken, under, after = _LAYOUTS[name]
+        if name == "MARK":
+            marks.append(len(stack))
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in _PUTS:
+            memo[argument] = stack[-1]
+        elif name in _GETS:
+            stack.append(memo[argument])
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif not taken:
+            if after:  # A constant, or an empty container.
+                stack.append([1, 0])
+        else:
+            if under is None:
+                popped = stack[len(stack) - taken :]
+                del stack[len(stack) - taken :]
+            else:
+                top = marks.pop()
+                popped = stack[top - under :]
+                del stack[top - under :]
+            sizes = sum(size for size, _ in popped)
+            if name in _ADDERS:  # The container stays, with more in it.
+                cell = popped[0]
+                cell[0] = sizes
+                cell[1] = max(cell[1], 1 + max((depth for _, depth in popped[1:]), default=0))
+            else:
+                deepest = max((depth for _, depth in popped), default=0)
+                # A container is a level deeper than what it holds; a call's
+                # result is made of what it was given.
+                cell = [1 + sizes, deepest + 1 if name in _BUILDERS else deepest]
+            if after:
+                stack.append(cell)
+            if cell[0] > budget:
+                raise TooLarge
+            if cell[1] > MAX_DEPTH:
+                raise Refused(f"objects nested more than {MAX_DEPTH} deep")

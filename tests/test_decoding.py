@@ -283,3 +283,34 @@ def test_a_cached_value_that_shares_a_part_is_measured_whole() -> None:
 
     # "first":["yyyyyyyyyy",...] is 8 + 1 + 5 * 12 + 4 + 1 = 74 bytes.
     assert (decoded.failure, decoded.entries) == (None, {"first": 74, "second": 75})
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (42, "42"),
+        ("42", "42"),
+        ("3f2504e0-4f89-11d3-9a0c-0305e82c3301", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
+        # What Django could load no user by, and no report should show.
+        ({"CANARY": ["SECRET"]}, None),
+        ("CANARY" * 100, None),
+        ("evil\x1b[31m", None),
+        (True, None),
+    ],
+)
+def test_only_an_id_is_a_user_id(value: object, shown: str | None) -> None:
+    decoded = Decoder(CacheSessionStore).decode(RawSession(KEY, {"_auth_user_id": value}, None, 1))
+
+    assert decoded.user_id == shown
+
+
+def test_json_that_would_parse_to_more_objects_than_its_bound_is_too_large() -> None:
+    # A payload of 256 KiB that parses to 87,000 dicts: counted by its
+    # commas and openings, 174,003 items, at 64 bytes each.
+    payload = b'{"a":[' + b"{}," * 87_000 + b"{}]}"
+    data = signed("." + b64_encode(zlib.compress(payload)).decode())
+    raw = RawSession(KEY, data, EXPIRES, len(data))
+
+    too_small, enough = 174_002 * 64, 174_003 * 64
+    assert Decoder(SessionStore, max_size=too_small).decode(raw).failure == TOO_LARGE
+    assert Decoder(SessionStore, max_size=enough).decode(raw).failure is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,7 +13,8 @@ from django.contrib.sessions.models import Session
 from django.db import connection, connections
 from django.test import override_settings
 
-from tests.helpers import run_command, section, session_via_view
+from tests import servers
+from tests.helpers import run_command, section, session_via_view, within
 from tests.servers import free_port
 
 SERVER_ONLY = pytest.mark.skipif(
@@ -156,3 +159,51 @@ def test_a_lost_redis_connection_is_made_again(
     assert killed and killed[0] >= 1  # At least the command's own connection.
     assert (err, returncode) == ("", 0)
     assert out.startswith("Processed 7 sessions out of 7 total sessions\n")
+
+
+@pytest.mark.django_db
+def test_a_redis_that_stops_answering_ends_the_run_after_one_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    try:
+        server = servers.start_redis()
+    except servers.Unavailable as error:
+        pytest.skip(str(error))
+    location = server.settings["LOCATION"]
+    cache = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": location,
+        "OPTIONS": {"socket_timeout": 1},
+    }
+    with redis.Redis.from_url(location) as client:
+        pid = int(client.info("server")["process_id"])
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        if not pauses:
+            os.kill(pid, signal.SIGSTOP)  # Still there, answering nothing.
+        pauses.append(seconds)
+
+    monkeypatch.setattr("analyze_sessions.sources.cache.time.sleep", pause)
+    try:
+        with override_settings(
+            SESSION_ENGINE="django.contrib.sessions.backends.cache", CACHES={"default": cache}
+        ):
+            for n in range(6):
+                session_via_view(n=str(n))
+            with within(30):
+                out, err, returncode = run_command("--batch-size=2", "--sleep-time=0.5")
+            during = list(pauses)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        server.stop()
+
+    # The pause between two batches, and no pause before a try again: each
+    # would wait the whole timeout.
+    assert during == [0.5]
+    assert out.startswith("Processed 2 sessions out of an unknown number of total sessions\n")
+    assert (err, returncode) == (
+        "CommandError: Cannot read sessions from Redis: Timeout reading from socket. The report "
+        "covers the sessions read before.\n",
+        1,
+    )

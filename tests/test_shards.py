@@ -38,6 +38,10 @@ def changed(path: Path, change: Callable[[dict[str, Any]], object]) -> Path:
     return path
 
 
+def disk(**forged: Any) -> dict[str, Any]:
+    return {"index_bytes": 0, **forged}
+
+
 def merge(*paths: Path) -> tuple[str, str, int]:
     return run_command("--merge", *map(str, paths))
 
@@ -92,6 +96,14 @@ def test_the_shards_of_one_run_merge(reports: list[Path]) -> None:
             "state.keys.*[1]",
         ),
         (lambda d: d["state"]["users"].update({CANARY: [-1, 2]}), "state.users.*[0]"),
+        (
+            lambda d: d.update(disk={"table": "t", "total_bytes": -1, "index_bytes": 0}),
+            "disk.total_bytes",
+        ),
+        (
+            lambda d: d.update(disk={"table": "t" * 201, "total_bytes": 1, "index_bytes": 0}),
+            "disk.table",
+        ),
     ],
 )
 def test_a_forged_report_is_refused_by_the_schema(
@@ -218,4 +230,16 @@ def test_shards_of_another_engine_are_refused(reports: list[Path], tmp_path: Pat
         f"CommandError: Cannot merge '{files[1]}' with '{reports[0]}': they differ in "
         "engine, so they are not shards of one run.\n",
         1,
+    )
+
+
+def test_a_report_of_more_items_than_any_shard_holds_is_refused(
+    reports: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = sum(reports[1].read_bytes().count(c) for c in (b",", b"[", b"{"))
+    monkeypatch.setattr("analyze_sessions.shards.MAX_REPORT_ITEMS", items - 1)
+
+    assert merge(reports[1], reports[0])[1] == (
+        f"CommandError: Cannot merge '{reports[1]}': it holds more than any report of a shard "
+        f"can ({items - 1} items).\n"
     )

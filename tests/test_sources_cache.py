@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import lzma
 import pickle
 import socket
@@ -710,3 +711,22 @@ def test_reading_asks_redis_not_to_touch_keys(
     for sent in reading:
         first_read = min(sent.find(word) for word in (b"GETRANGE", b"SCAN") if word in sent)
         assert 0 <= sent.find(no_touch) < first_read
+
+
+@pytest.mark.parametrize("backend", ["RedisCache", "django-redis"])
+def test_a_time_to_live_past_the_calendar_is_no_expiry(
+    redis_location: str, redis_server: redis.Redis, backend: str
+) -> None:
+    with override_settings(
+        SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": redis_cache(redis_location, backend)}
+    ):
+        key = session_via_view(foo="bar")
+        # What PEXPIRE, or the site's own cache.touch(), accepts.
+        redis_server.pexpire(redis_name(key), 10**15)
+
+        out, err, returncode = run_command("--format=json")
+
+    document = json.loads(out)
+    assert (err, returncode) == ("", 0)
+    assert document["sessions"]["processed"] == 1
+    assert document["largest_sessions"][0]["expire_date"] is None

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from analyze_sessions import unpickling
+from tests.helpers import within
 
 
 class Reduces:
@@ -85,6 +86,8 @@ def test_a_pickle_of_more_objects_than_its_bound_is_too_large() -> None:
     with pytest.raises(unpickling.TooLarge):
         unpickling.loads(many, max_size=(opcodes - 1) * unpickling.BYTES_AN_OBJECT)
     assert len(unpickling.loads(many, max_size=opcodes * unpickling.BYTES_AN_OBJECT)) == 100_000
+    # However small the bound, a session of a few objects is built.
+    assert unpickling.loads(pickle.dumps({"foo": "bar"}), max_size=30) == {"foo": "bar"}
 
 
 SESSION_VALUES = {
@@ -137,3 +140,52 @@ def test_any_plain_value_is_built_as_pickle_builds_it(value: Any, protocol: int)
     data = pickle.dumps(value, protocol)
 
     assert unpickling.loads(data) == pickle.loads(data)
+
+
+def hash_bomb() -> bytes:
+    """256 bytes: {t: 1}, where t holds itself two ways, sixty levels down (2**60 to hash)."""
+    nested: tuple[object, ...] = ()
+    for _ in range(60):
+        nested = (nested, nested)
+    return b"\x80\x04}" + pickle.dumps(nested, 4)[2:-1] + b"K\x01s."
+
+
+@pytest.mark.parametrize(
+    ("forged", "refusal"),
+    [
+        # Hashing it as a dict's key would take for ever.
+        (hash_bomb(), unpickling.TooLarge),
+        # Hashing them would run out of the C stack: a crash, not an error.
+        (b"\x80\x04}" + b")" + b"\x85" * 200_000 + b"K\x01s.", unpickling.Refused),
+        (b"\x80\x04}(" + b")" + b"\x85" * 200_000 + b"\x91K\x01s.", unpickling.Refused),
+        # A list inside a list, 100,000 times, each opened by a MARK.
+        (b"\x80\x04" + b"(" * 100_000 + b"l" * 100_000 + b".", unpickling.Refused),
+    ],
+)
+def test_a_pickle_that_would_hang_or_crash_is_refused_before_it_is_built(
+    forged: bytes, refusal: type[Exception]
+) -> None:
+    with within(10), pytest.raises(refusal):
+        unpickling.loads(forged)
+
+
+def test_references_to_one_object_count_each_time() -> None:
+    # 1,160 bytes that stand for a million strings once written out.
+    shared: object = "A" * 1000
+    for _ in range(6):
+        shared = [shared] * 10
+
+    with pytest.raises(unpickling.TooLarge):
+        unpickling.loads(pickle.dumps({"boom": shared}, 4))
+
+
+def test_a_refused_name_is_shown_only_if_it_is_a_class_name() -> None:
+    module, name = b"CANARY\x1b[31m.X", b"A=1"
+    forged = (
+        b"\x80\x04\x8c" + bytes([len(module)]) + module + b"\x8c" + bytes([len(name)]) + name
+    ) + b"\x93."  # STACK_GLOBAL: the class the module and name say.
+
+    with pytest.raises(unpickling.Refused) as raised:
+        unpickling.loads(forged)
+
+    assert raised.value.class_name == "(a name that is no class's)"

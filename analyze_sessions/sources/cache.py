@@ -715,7 +715,7 @@ class RedisSource(ListingSource, CacheSource):
             if ttl == -2:  # Never there, or expired or deleted since it was listed.
                 gone += 1
                 continue
-            expires_at = now + timedelta(milliseconds=ttl) if ttl >= 0 else None
+            expires_at = _in(now, ttl)
             if len(value) > self.max_size:
                 too_large.append((key, name, expires_at))
             else:
@@ -887,6 +887,14 @@ def _redis_failure(error: Exception) -> str:
     return code if code in _REDIS_ERROR_CODES else type(error).__name__
 
 
+def _in(now: datetime, ttl: int) -> datetime | None:
+    """When a key whose time to live is ``ttl`` ms expires: never, for none or past the calendar."""
+    try:
+        return now + timedelta(milliseconds=ttl) if ttl >= 0 else None
+    except OverflowError:  # PEXPIRE takes times no calendar has.
+        return None
+
+
 def _refused_command(command: str) -> str:
     return (
         f"Redis refused the {command} command to the cache's user (NOPERM): reading "
@@ -899,18 +907,31 @@ def _redis_error(doing: str, error: Exception) -> str:
     failure = _redis_failure(error)
     if failure == "NOPERM" and doing == "list sessions in":
         return _refused_command("SCAN")
-    if _connection_lost(error) or failure in {"NOAUTH", "WRONGPASS", "AuthenticationError"}:
+    if _about_the_connection(error) or failure in {"NOAUTH", "WRONGPASS", "AuthenticationError"}:
         # About the connection, which holds no session's data.
         return f"Cannot {doing} Redis: {driver_message(error)}."
     return f"Cannot {doing} Redis ({failure})."
 
 
-def _connection_lost(error: Exception) -> bool:
+def _about_the_connection(error: Exception) -> bool:
     try:
         from redis.exceptions import ConnectionError, TimeoutError
     except ImportError:  # pragma: no cover - the Redis client is there
         return False
     return isinstance(error, (ConnectionError, TimeoutError))
+
+
+def _connection_lost(error: Exception) -> bool:
+    """
+    Whether ``error`` says the connection was lost, and a new one may
+    work. A server that stopped answering (a timeout) is not given the
+    time again: each try would wait the whole timeout.
+    """
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError
+    except ImportError:  # pragma: no cover - the Redis client is there
+        return False
+    return isinstance(error, ConnectionError) and not isinstance(error, TimeoutError)
 
 
 def _glob_escape(text: str) -> str:
