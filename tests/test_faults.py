@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,3 +209,46 @@ def test_a_redis_that_stops_answering_ends_the_run_after_one_timeout(
         "covers the sessions read before.\n",
         1,
     )
+
+
+@pytest.mark.django_db
+def test_session_files_deleted_during_a_lookup_are_not_found_and_the_counts_add_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    with override_settings(
+        SESSION_ENGINE="django.contrib.sessions.backends.file", SESSION_FILE_PATH=str(directory)
+    ):
+        keys = sorted(session_via_view(n=str(n)) for n in range(10))
+        deleted: list[str] = []
+
+        def delete_the_last_five(seconds: float) -> None:
+            if not deleted:  # In the first pause: the files of keys not read yet.
+                for key in keys[5:]:
+                    (directory / f"sessionid{key}").unlink()
+                    deleted.append(key)
+
+        monkeypatch.setattr("analyze_sessions.sources.files.time.sleep", delete_the_last_five)
+        ids = tmp_path / "ids"
+        ids.write_text("\n".join(keys))
+
+        out, err, returncode = run_command(
+            f"--ids-from={ids}", "--batch-size=5", "--sleep-time=1", "--format=json"
+        )
+        from django.contrib.sessions.backends.file import SessionStore as FileSessionStore
+
+        if hasattr(FileSessionStore, "_storage_path"):
+            del FileSessionStore._storage_path
+
+    document = json.loads(out)
+    assert (err, returncode) == ("", 0)
+    # Read in key order, five a batch: the first five, then none of the rest.
+    assert document["sessions"] == {
+        "total": 5,
+        "processed": 5,
+        "undecodable": 0,
+        "not_found": 5,
+        "unreadable": {},
+        "gone": 0,
+    }
