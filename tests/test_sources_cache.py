@@ -237,7 +237,8 @@ def test_a_pickle_that_would_run_code_is_never_unpickled(
             stored = len(base64.b64encode(evil))
         elif store == "memcached":
             client = MemcachedClient(cache["LOCATION"])
-            client.set(cache_name(planted), evil, flags=FLAG_PICKLE)
+            # Answered, so that the entry is there before the command reads.
+            client.set(cache_name(planted), evil, flags=FLAG_PICKLE, noreply=False)
             client.close()
             stored = len(evil)
         else:
@@ -491,7 +492,12 @@ def test_a_memcached_decompression_bomb_stops_at_the_bound(memcached_location: s
     with override_settings(SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": cache}):
         key = session_via_view(filler="y" * 500)
         client = MemcachedClient(memcached_location)
-        client.set(cache_name(bomb), zlib.compress(BOMB), flags=FLAG_PICKLE | FLAG_COMPRESSED)
+        client.set(
+            cache_name(bomb),
+            zlib.compress(BOMB),
+            flags=FLAG_PICKLE | FLAG_COMPRESSED,
+            noreply=False,  # Answered: there before the source reads it.
+        )
         client.close()
         raws: dict[str, RawSession] = {}
         peak = peak_memory(
