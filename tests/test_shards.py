@@ -143,7 +143,9 @@ def first_largest_expiring(moment: str) -> Callable[[dict[str, Any]], object]:
         set_sizes(powers={"7": 99}),
         set_sizes(minimum=10**6),
         set_sizes(minimum=None),
-        set_sizes(exact=None, buckets={"1": 1}),
+        lambda d: d["state"]["sizes"].update(
+            exact=None, buckets={"1": d["state"]["sizes"]["count"] + 1}
+        ),
     ],
 )
 def test_a_state_that_does_not_hold_together_is_refused(
