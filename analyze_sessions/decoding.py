@@ -21,14 +21,16 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.utils.encoding import force_bytes
 
-from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE, RawSession
+from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE, Packed, RawSession
 from analyze_sessions.unpickling import Refused, object_budget
 
 BAD_SIGNATURE = "bad signature"
 BAD_ENCODING = "bad encoding"
 BAD_PAYLOAD = "bad payload"
 TOO_LARGE = "too large"
-FAILURES = (BAD_SIGNATURE, BAD_ENCODING, BAD_PAYLOAD, TOO_LARGE)
+# Crashed the process that decoded it, or ran past its time (see sandbox.py).
+TOO_COSTLY = "too costly"
+FAILURES = (BAD_SIGNATURE, BAD_ENCODING, BAD_PAYLOAD, TOO_LARGE, TOO_COSTLY)
 
 # What Django's signing writes: base64 (marked "." when compressed), a
 # base62 timestamp, and a base64 HMAC (SHA-256, or SHA-1 from old Djangos).
@@ -87,8 +89,11 @@ class Decoder:
         expiry: Callable[[RawSession, dict[Any, Any]], datetime | None] | None = None,
         depth: int = 0,
         max_size: int = DEFAULT_MAX_SESSION_SIZE,
+        unpack: Callable[[Any], Any] | None = None,
     ) -> None:
         self._max_size = max_size
+        # How a cache's Packed values become values (the source's unpack()).
+        self.unpack = unpack
         self._store = store_class()
         self._serializer = self._store.serializer()
         self._empty_payload_size = len(self._serializer.dumps({}))
@@ -105,9 +110,15 @@ class Decoder:
     def decode(self, raw: RawSession) -> DecodedSession:
         """Decode ``raw``; never raises, whatever its data holds."""
         try:
+            if isinstance(raw.data, Packed):
+                if self.unpack is None:  # pragma: no cover - sources that pack say how
+                    raise TypeError("No way to unpack the value.")
+                raw = raw._replace(data=self.unpack(raw.data.payload))
             return self._decode(raw)
         except MemoryError:  # Past every bound this process was given.
             return self._undecodable(raw, TOO_LARGE)
+        except Exception:  # Whatever a value built to fool the measuring raises.
+            return self._undecodable(raw, BAD_PAYLOAD)
 
     def _decode(self, raw: RawSession) -> DecodedSession:
         payload_size: int | None = None  # Unless it is measured on the way.
@@ -118,7 +129,8 @@ class Decoder:
             # Caches keep the session dict itself.
             if isinstance(raw.data, Refused):
                 return self._undecodable(raw, BAD_PAYLOAD, refused_class=raw.data.class_name)
-            if not isinstance(raw.data, dict):
+            # A dict, not a subclass whose own attributes could hide its methods.
+            if type(raw.data) is not dict:
                 return self._undecodable(raw, BAD_PAYLOAD)
             if _outgrows(raw.data, self._max_size):
                 return self._undecodable(raw, TOO_LARGE)
@@ -396,6 +408,8 @@ def split_compact_json(payload: bytes) -> tuple[dict[str, Any], dict[str, int]] 
         while True:
             key, colon = _scan_string(text, start + 1)
             if text[colon] != ":":
+                return None
+            if key in session:  # Written twice: measured the plain way.
                 return None
             session[key], end = _scan_value(text, colon + 1)
             entries[key] = end - start

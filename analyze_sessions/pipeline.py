@@ -17,6 +17,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from analyze_sessions.decoding import Decoder
+from analyze_sessions.sandbox import Sandbox
 from analyze_sessions.shards import EVERY_KEY, KeyRange
 from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
@@ -27,6 +28,11 @@ from analyze_sessions.sources import (
     open_source,
 )
 from analyze_sessions.stats import Outcome, Stats
+
+
+def sandbox_memory(max_size: int) -> int:
+    """What decoding a session of at most ``max_size`` bytes may take: a few times that."""
+    return 4 * max_size + 64 * 1024 * 1024
 
 
 def sampled(key: str, rate: float) -> bool:
@@ -42,9 +48,11 @@ def analyze(
     sample: float | None = None,
     limit: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> bool:
     """
-    Decode the sessions of ``batches`` into ``stats``.
+    Decode the sessions of ``batches`` into ``stats``: in ``sandbox`` if
+    given (for values anyone who can write to a cache chose), else here.
 
     Only a ``sample`` of them, chosen by key, and at most ``limit``. Returns
     whether the run was interrupted (Ctrl-C): ``stats`` then holds what was
@@ -65,8 +73,12 @@ def analyze(
                 batch = [raw for raw in batch if sampled(raw.key, sample)]
             if limit is not None:
                 batch = batch[: max(0, limit - stats.processed)]
-            for raw in batch:
-                add(decode(raw))
+            if sandbox is None:
+                for raw in batch:
+                    add(decode(raw))
+            else:
+                for decoded in sandbox.decode(batch):
+                    add(decoded)
             if on_batch is not None:
                 on_batch(read)
             if limit is not None and stats.processed >= limit:
@@ -120,12 +132,16 @@ def read(
     on_batch: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Read ``source`` as ``plan`` says; a store that fails leaves a partial outcome."""
+    # A cache hands its values over packed, to be unpacked in a sandbox.
+    unpack = getattr(source, "unpack", None)
     decoder = Decoder(
         plan.store_class,
         expiry=getattr(source, "expiry", None),
         depth=plan.depth,
         max_size=plan.max_size,
+        unpack=unpack,
     )
+    sandbox = None if unpack is None else Sandbox(decoder, sandbox_memory(plan.max_size))
     outcome = Outcome(Stats(now=plan.now, top=plan.top))
     try:
         outcome.partial = analyze(
@@ -135,6 +151,7 @@ def read(
             sample=plan.sample,
             limit=plan.limit,
             on_batch=on_batch,
+            sandbox=sandbox,
         )
         # Whoever pressed Ctrl-C wants the report now, not a count first.
         if not outcome.partial:
@@ -144,6 +161,9 @@ def read(
     except SourceError as error:
         # The store went away: what was read is still worth reporting.
         outcome.failure, outcome.partial = str(error), True
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     if plan.keys is not None:
         outcome.keys_listed, outcome.keys_not_found = source.keys_listed, source.keys_not_found
     outcome.unreadable = Counter(source.unreadable)

@@ -110,16 +110,30 @@ def _of_built_items(kind: type[Any]) -> Callable[..., Any]:
     return make
 
 
-def _of_bytes(kind: type[Any]) -> Callable[..., Any]:
-    """``kind`` (bytes, bytearray) of bytes or text: never of a size, a few
-    bytes of pickle for ``bytearray(300_000_000)``."""
+# The codecs a pickle may name to make text or bytes: written in C, each
+# byte at a time (some text codecs take time that grows with the square).
+_CODECS = frozenset({"latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"})
+
+
+def _of_text(kind: type[Any]) -> Callable[..., Any]:
+    """``kind`` (str, bytes, bytearray) with one of the plain codecs, or none."""
 
     def make(*args: Any) -> Any:
-        if args and not isinstance(args[0], (str, bytes)):
+        if len(args) > 1 and (not isinstance(args[1], str) or args[1].lower() not in _CODECS):
+            raise Refused(f"builtins.{kind.__name__} with another codec")
+        if kind is not str and args and not isinstance(args[0], (str, bytes)):
             raise Refused(f"builtins.{kind.__name__} of a size")
         return kind(*args)
 
     return make
+
+
+def _int(*args: Any) -> int:
+    # int() of a Decimal of a million digits takes minutes: only of what
+    # pickle writes numbers as (text of at most 4,300 digits, numbers).
+    if args and not isinstance(args[0], (int, float, str, bytes)):
+        raise Refused("builtins.int of anything but a number or its text")
+    return int(*args)
 
 
 def _encode(text: Any, encoding: str = "utf-8") -> bytes:
@@ -156,7 +170,8 @@ _GUARDED: dict[tuple[str, str], Callable[..., Any]] = {
     ("copyreg", "_reconstructor"): _reconstructor,
     ("_codecs", "encode"): _encode,
     ("builtins", "getattr"): _getattr,
-    **{("builtins", kind.__name__): _of_bytes(kind) for kind in (bytes, bytearray)},
+    **{("builtins", kind.__name__): _of_text(kind) for kind in (str, bytes, bytearray)},
+    ("builtins", "int"): _int,
     **{
         (kind.__module__, kind.__name__): _of_built_items(kind)
         for kind in (set, frozenset, list, tuple, dict, *_COLLECTIONS)
@@ -191,8 +206,10 @@ def loads(data: bytes, max_size: int = DEFAULT_MAX_SESSION_SIZE) -> Any:
     """
     try:
         _check_shape(data, object_budget(max_size))
-    except ValueError:
-        pass  # Not a pickle, which the unpickler will say its own way.
+    except (Refused, TooLarge):
+        raise
+    except Exception:  # Opcodes it cannot follow are not unpickled unfollowed.
+        raise Refused("a pickle this command cannot follow") from None
     return _SessionUnpickler(io.BytesIO(data)).load()
 
 
@@ -235,8 +252,14 @@ def _check_shape(data: bytes, budget: int) -> None:
             raise TooLarge
         name = opcode.name
         taken, under, after = _LAYOUTS[name]
+        on_a_mark = bool(marks) and marks[-1] == len(stack)
         if name == "MARK":
             marks.append(len(stack))
+        elif on_a_mark and name in ("POP", "DUP", "MEMOIZE", *_PUTS):
+            # The unpickler acts on the MARK itself here: POP takes it away.
+            if name != "POP":
+                raise Refused("a pickle this command cannot follow")
+            marks.pop()
         elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1]
         elif name in _PUTS:

@@ -34,7 +34,7 @@ from django.utils.crypto import get_random_string
 from pymemcache.client.base import Client as MemcachedClient
 from pymemcache.serde import FLAG_COMPRESSED, FLAG_PICKLE
 
-from analyze_sessions.sources import RawSession, Source, UnsupportedEngine
+from analyze_sessions.sources import Packed, RawSession, Source, UnsupportedEngine
 from analyze_sessions.sources.cache import cache_source
 from tests.helpers import head, run_command, section, session_via_view, two_sessions_report
 
@@ -91,12 +91,19 @@ def source(*, scanning: bool = False, max_size: int = 16 * 1024 * 1024, **option
     )
 
 
+def unpacked(source: Any, raw: RawSession) -> RawSession:
+    """``raw`` with its value unpacked, as the decoder unpacks it."""
+    if isinstance(raw.data, Packed):
+        return raw._replace(data=source.unpack(raw.data.payload))
+    return raw
+
+
 def looked_up(source: Source, keys: list[str]) -> dict[str, RawSession]:
-    return {raw.key: raw for batch in source.lookup(keys) for raw in batch}
+    return {raw.key: unpacked(source, raw) for batch in source.lookup(keys) for raw in batch}
 
 
 def scanned(source: Source) -> dict[str, RawSession]:
-    return {raw.key: raw for batch in source.scan() for raw in batch}
+    return {raw.key: unpacked(source, raw) for batch in source.scan() for raw in batch}
 
 
 def ids_file(directory: Path, *keys: str) -> str:

@@ -31,7 +31,8 @@ class RawSession(NamedTuple):
     A session as its store keeps it, before any decoding.
 
     ``data`` is the encoded string that database and file stores keep, or
-    the value itself that a cache keeps (the session dict, unsigned); None
+    the value a cache keeps, :class:`Packed`, for the source to unpack
+    into the session dict (unsigned), or that dict itself; None
     where the session is larger than the bound on what is read, so it was
     not read; a :class:`~analyze_sessions.unpickling.Refused` where a cache
     holds a pickle of a class a session cannot hold. ``stored_size`` is the
@@ -44,6 +45,17 @@ class RawSession(NamedTuple):
     data: Any
     expires_at: datetime | None
     stored_size: int
+
+
+class Packed(NamedTuple):
+    """
+    A value as a cache keeps it, not yet unpacked: whoever can write to the
+    cache chose its bytes, so the source's ``unpack()`` makes it into a
+    value only where that cannot hold up or take the process that analyzes
+    (see :mod:`analyze_sessions.sandbox`).
+    """
+
+    payload: Any
 
 
 def aware(moment: datetime | None) -> datetime | None:

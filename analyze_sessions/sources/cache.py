@@ -39,6 +39,7 @@ from analyze_sessions.shown import masked
 from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
     ListingSource,
+    Packed,
     RawSession,
     Source,
     SourceError,
@@ -278,6 +279,17 @@ class CacheSource:
         """
         The sessions of ``keys`` that pass the size filter, and how many of
         ``keys`` the cache holds (whether they pass, cannot be read, or not).
+        Their data is :class:`Packed`: see ``unpack()``.
+        """
+        raise NotImplementedError
+
+    def unpack(self, payload: Any) -> Any:
+        """
+        The value that the ``payload`` of a :class:`Packed` stands for: the
+        session dict, built only of what a session holds; a Refused for a
+        pickle of another class; None past the bound; else the bytes, for
+        the decoder to call a bad payload. Called where what anyone who
+        can write to the cache chose cannot take the process down.
         """
         raise NotImplementedError
 
@@ -345,7 +357,7 @@ class DatabaseCacheSource(CacheSource):
             elif stored_size > self.max_size:
                 batch.append(RawSession(key, None, expires_at, stored_size))
             else:
-                batch.append(RawSession(key, self._loaded(value), expires_at, stored_size))
+                batch.append(RawSession(key, Packed(value), expires_at, stored_size))
         return batch, found
 
     def _query(self, names: list[str]) -> tuple[str, list[Any]]:
@@ -407,7 +419,7 @@ class DatabaseCacheSource(CacheSource):
         except (OverflowError, ValueError):  # Off either end of the calendar in UTC.
             return datetime.min.replace(tzinfo=timezone.utc)
 
-    def _loaded(self, value: Any) -> Any:
+    def unpack(self, value: Any) -> Any:
         try:
             if isinstance(value, str):
                 value = value.encode("ascii")
@@ -493,11 +505,12 @@ class MemcachedSource(CacheSource):
         for name, (value, flags) in values.items():
             key = names[name]
             if self._passes(len(value)):
-                batch.append(RawSession(key, self._decoded(value, flags), None, len(value)))
+                batch.append(RawSession(key, Packed((value, flags)), None, len(value)))
         return batch, len(values)
 
-    def _decoded(self, value: bytes, flags: int) -> Any:
-        """What pymemcache's serde makes of ``value``; None past the bound."""
+    def unpack(self, packed: tuple[bytes, int]) -> Any:
+        """What pymemcache's serde makes of a value and its flags; None past the bound."""
+        value, flags = packed
         from pymemcache.serde import (
             FLAG_COMPRESSED,
             FLAG_INTEGER,
@@ -562,6 +575,9 @@ class RedisSource(ListingSource, CacheSource):
         self._pattern = _glob_escape(head) + "*" + _glob_escape(tail)
         self._sessions_seen: int | None = None
         self._worked = False
+
+    def unpack(self, value: bytes) -> Any:
+        return self._loads(value)
 
     @staticmethod
     def _django_redis_client(cache: BaseCache) -> Any:
@@ -719,7 +735,7 @@ class RedisSource(ListingSource, CacheSource):
             if len(value) > self.max_size:
                 too_large.append((key, name, expires_at))
             else:
-                batch.append(RawSession(key, self._loads(value), expires_at, len(value)))
+                batch.append(RawSession(key, Packed(value), expires_at, len(value)))
         if too_large:
             sizes = self._commands(
                 [("STRLEN", name) for _, name, _ in too_large],

@@ -11,7 +11,6 @@ write to the cache directory run code in the process that analyzes.
 from __future__ import annotations
 
 import pickletools
-import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from django.core.cache.backends.base import CacheKeyWarning
 from django.core.cache.backends.filebased import FileBasedCache
 
 from analyze_sessions.shown import masked
-from analyze_sessions.sources import RawSession, SourceError, UnsupportedEngine
+from analyze_sessions.sources import Packed, RawSession, SourceError, UnsupportedEngine
 from analyze_sessions.sources.cache import CacheSource
 from analyze_sessions.sources.files import (
     NotThere,
@@ -113,77 +112,75 @@ class FileCacheSource(CacheSource):
         if content.data is None:
             try:
                 expires_at, _ = _expiry(content.head)
-            except (Refused, _Corrupt):
+            except _Corrupt:
                 expires_at = None
             return RawSession(key, None, expires_at, content.size)
-        return RawSession(key, *self._value(content.data), content.size)
-
-    def _value(self, data: bytes) -> tuple[Any, datetime | None]:
-        """
-        The session value a file holds, and when it expires. A value that
-        cannot be read is returned as the bytes it is made of, for the
-        decoder to count as a bad payload (it never shows them).
-        """
-        if not data:
+        if not content.data:
             # An empty file: the backend takes it for an entry that expired
             # at the epoch, and holds no value.
-            return data, utc_moment(0)
+            return RawSession(key, b"", utc_moment(0), content.size)
         try:
-            expires_at, end = _expiry(data)
-        except Refused as refused:
-            return refused, None
-        except _Corrupt:
-            return data, None
+            expires_at, end = _expiry(content.data)
+        except _Corrupt:  # No value the backend wrote: a bad payload.
+            return RawSession(key, content.data, None, content.size)
+        return RawSession(key, Packed(content.data[end:]), expires_at, content.size)
+
+    def unpack(self, compressed: bytes) -> Any:
+        """The value a file holds after its expiry: zlib-compressed, then pickled."""
         decompressor = zlib.decompressobj()
         try:
-            payload = decompressor.decompress(data[end:], self.max_size + 1)
+            payload = decompressor.decompress(compressed, self.max_size + 1)
         except zlib.error:
-            return data, expires_at
+            return compressed
         if len(payload) > self.max_size:
-            return None, expires_at
+            return None
         if not decompressor.eof:  # Cut short.
-            return data, expires_at
+            return compressed
         try:
-            return loads(payload, self.max_size), expires_at
+            return loads(payload, self.max_size)
         except Refused as refused:
-            return refused, expires_at
+            return refused
         except TooLarge:
-            return None, expires_at
+            return None
         except Exception:  # Whatever pickle raises on data that is not a pickle.
-            return data, expires_at
-
-    def _pause(self) -> None:
-        if self._batches and self.sleep_time:
-            time.sleep(self.sleep_time)
-        self._batches += 1
+            return compressed
 
 
 class _Corrupt(Exception):
     """The file does not start with the pickle of an expiry."""
 
 
+# The opcodes of the pickle of a number, or None, as the backend writes an
+# expiry: read from the opcodes themselves, never unpickled.
+_EXPIRY_OPCODES = frozenset(
+    {"NONE", "BINFLOAT", "FLOAT", "BININT", "BININT1", "BININT2", "INT", "LONG", "LONG1", "LONG4"}
+)
+_FRAMING = frozenset({"PROTO", "FRAME", "MEMOIZE"})
+
+
 def _expiry(data: bytes) -> tuple[datetime | None, int]:
     """
     When the entry whose file starts with ``data`` expires (None: never),
-    and where the pickle of its expiry ends.
-
-    Raises :class:`_Corrupt` where no expiry can be read, and
-    :class:`Refused` where the pickle names a class.
+    and where the pickle of its expiry ends, read from its opcodes with
+    nothing built. Raises :class:`_Corrupt` where no expiry can be read.
     """
+    values, end = [], None
     try:
-        # Where the first pickle stops, found without building anything.
-        end = next(
-            pos + 1
-            for opcode, _, pos in pickletools.genops(data)
-            if opcode.name == "STOP" and pos is not None
-        )
-        expiry = loads(data[:end])
-    except Refused:
-        raise
-    except Exception as error:
+        for opcode, argument, position in pickletools.genops(data):
+            if opcode.name == "STOP":
+                end = None if position is None else position + 1
+                break
+            if opcode.name in _EXPIRY_OPCODES:
+                values.append(argument)
+            elif opcode.name not in _FRAMING:
+                raise _Corrupt
+    except ValueError as error:
         raise _Corrupt from error
+    if len(values) != 1 or end is None:
+        raise _Corrupt
+    expiry = values[0]
     if expiry is None:
         return None, end
-    if isinstance(expiry, (int, float)):
+    if isinstance(expiry, (int, float)) and not isinstance(expiry, bool):
         return utc_moment(expiry), end
     raise _Corrupt
