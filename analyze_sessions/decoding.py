@@ -157,7 +157,7 @@ class Decoder:
             nested: dict[str, int] = {}
             if self._depth:
                 for key, value in session.items():
-                    self._measure_inside(str(key), value, self._depth, nested)
+                    self._measure_inside(_segment(key), value, self._depth, nested)
         except Exception:  # Values the configured serializer cannot write.
             return self._undecodable(raw, BAD_PAYLOAD)
         user_id = session.get(USER_ID_KEY)
@@ -179,7 +179,7 @@ class Decoder:
         # Measured as entries are: what a part adds to an empty container.
         if isinstance(value, dict):
             for key, item in value.items():
-                inner = f"{path}.{key}"
+                inner = f"{path}.{_segment(key)}"
                 sizes[inner] = sizes.get(inner, 0) + self.entry_size(key, item)
                 if depth > 1:
                     self._measure_inside(inner, item, depth - 1, sizes)
@@ -272,6 +272,18 @@ class Decoder:
 # What a primary key written by django.contrib.auth looks like: a number, a
 # UUID, a short slug. Anything else under _auth_user_id is no user's id.
 _USER_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,64}")
+
+
+# The most of one key a nested path shows: each path repeats its parents'
+# keys, and a key of megabytes with a hundred children would be a hundred
+# paths of megabytes.
+SEGMENT_LENGTH = 100
+
+
+def _segment(key: Any) -> str:
+    """A key as one step of a nested path: cut short, and marked so, if long."""
+    text = str(key)
+    return text if len(text) <= SEGMENT_LENGTH else text[:SEGMENT_LENGTH] + "\u2026"
 
 
 def _user_id(value: Any) -> str | None:

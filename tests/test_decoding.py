@@ -314,3 +314,15 @@ def test_json_that_would_parse_to_more_objects_than_its_bound_is_too_large() -> 
     too_small, enough = 174_002 * 64, 174_003 * 64
     assert Decoder(SessionStore, max_size=too_small).decode(raw).failure == TOO_LARGE
     assert Decoder(SessionStore, max_size=enough).decode(raw).failure is None
+
+
+def test_a_long_key_is_cut_short_in_nested_paths() -> None:
+    # A key of megabytes with children: each path would repeat it whole.
+    long_key = "K" * 4_000_000
+    data = SessionStore().encode({long_key: {str(n): 0 for n in range(3)}})
+
+    decoded = Decoder(SessionStore, depth=2).decode(RawSession(KEY, data, EXPIRES, len(data)))
+
+    # "0":0 is 5 bytes.
+    cut = "K" * 100 + "\u2026"
+    assert decoded.nested == {f"{cut}.{n}": 5 for n in range(3)}

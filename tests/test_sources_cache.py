@@ -743,3 +743,28 @@ def test_a_time_to_live_past_the_calendar_is_no_expiry(
     assert (err, returncode) == ("", 0)
     assert document["sessions"]["processed"] == 1
     assert document["largest_sessions"][0]["expire_date"] is None
+
+
+@pytest.mark.parametrize("backend", ["RedisCache", "django-redis"])
+def test_a_batch_of_large_redis_values_is_read_a_budget_at_a_time(
+    redis_location: str, redis_server: redis.Redis, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("analyze_sessions.sources.cache.READ_BUDGET", 1024 * 1024)
+    with override_settings(
+        SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": redis_cache(redis_location, backend)}
+    ):
+        keys = [session_via_view(filler=get_random_string(512 * 1024)) for _ in range(10)]
+        fillers: dict[str, int] = {}
+        scanning = source(scanning=True, batch_size=100)
+
+        def scan() -> None:
+            for batch in scanning.scan():  # Kept only as long as the pipeline keeps it.
+                for raw in batch:
+                    fillers[raw.key] = len(unpacked(scanning, raw).data["filler"])
+
+        # Ten values of half a megabyte, in one batch of keys: read two at a
+        # time, and each two handed on before the next are read.
+        peak = peak_memory(scan)
+
+    assert fillers == {key: 512 * 1024 for key in keys}
+    assert peak < 3 * 1024 * 1024

@@ -266,16 +266,16 @@ class ListingSource:
             seen += 1
             names.append(name)
             if len(names) == self.batch_size:
-                yield self._read_counting_gone(names)
+                yield from self._read_counting_gone(names)
                 names = []
         if names:
-            yield self._read_counting_gone(names)
+            yield from self._read_counting_gone(names)
         self._sessions_seen = seen
 
-    def _read_counting_gone(self, names: list[tuple[str, Any]]) -> list[RawSession]:
-        batch, gone = self._read(names)
-        self.sessions_gone += gone
-        return batch
+    def _read_counting_gone(self, names: list[tuple[str, Any]]) -> Iterator[list[RawSession]]:
+        for batch, gone in self._read_in_parts(names):
+            self.sessions_gone += gone
+            yield batch
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
         wanted = sorted(key for key in set(keys) if in_range(key, self.key_range))
@@ -285,13 +285,20 @@ class ListingSource:
             # Only a key that could be a session key is looked for: no path
             # or pattern can be smuggled in with one.
             names = [(key, self._name(key)) for key in chunk if valid_key(key)]
-            batch, missing = self._read(names)
-            self.keys_not_found += len(chunk) - len(names) + missing
-            if batch:
-                yield batch
+            self.keys_not_found += len(chunk) - len(names)
+            for batch, missing in self._read_in_parts(names):
+                self.keys_not_found += missing
+                if batch:
+                    yield batch
 
     def close(self) -> None:
         """Nothing to let go of, unless a store holds a connection."""
+
+    def _read_in_parts(
+        self, names: list[tuple[str, Any]]
+    ) -> Iterator[tuple[list[RawSession], int]]:
+        """``_read(names)``, in parts where a store reads a batch a part at a time."""
+        yield self._read(names)
 
     def _listed(self) -> Iterator[tuple[str, Any]]:
         raise NotImplementedError

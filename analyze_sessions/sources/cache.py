@@ -481,6 +481,11 @@ class MemcachedSource(CacheSource):
     def close(self) -> None:
         self._client.close()
 
+    def _keys_per_batch(self) -> int:
+        # A get hands over whole values, up to memcached's largest item
+        # (1 MiB unless -I says more): a few at a time keep a batch small.
+        return min(self.batch_size, MEMCACHED_KEYS_AT_ONCE)
+
     def _read_many(self, keys: list[str]) -> tuple[list[RawSession], int]:
         names = {}
         for key in keys:
@@ -693,61 +698,69 @@ class RedisSource(ListingSource, CacheSource):
                 return
 
     def _read(self, names: list[tuple[str, bytes]]) -> tuple[list[RawSession], int]:
+        batch: list[RawSession] = []
+        gone = 0
+        for part, part_gone in self._read_in_parts(names):
+            batch += part
+            gone += part_gone
+        return batch, gone
+
+    def _read_in_parts(
+        self, names: list[tuple[str, bytes]]
+    ) -> Iterator[tuple[list[RawSession], int]]:
         """
-        The sessions named that pass the size filter, and how many are gone.
-        A key that holds no string is tallied as unreadable.
+        The sessions named that pass the size filter, and how many are gone,
+        a part at a time. A key that holds no string is tallied as
+        unreadable.
+
+        Sizes come first: only the values wanted are read, none past the
+        bound, and no more of them at once than ``READ_BUDGET`` bytes, each
+        part handed on before the next is read, so that a batch of large
+        values never sits in memory whole.
         """
         self._pause()
-        gone = 0
-        if self.bigger_than is not None and names:
-            # Sizes first, so that only the values wanted are read.
-            commands: list[tuple[Any, ...]] = []
-            for _, name in names:
-                commands += [("STRLEN", name), ("PTTL", name)]
-            replies = self._commands(commands, [pair for pair in names for _ in range(2)])
-            kept = []
-            for index, pair in enumerate(names):
-                size, ttl = replies[2 * index], replies[2 * index + 1]
-                if size is None:
-                    continue  # Tallied as unreadable.
-                if ttl == -2:
-                    gone += 1
-                elif size > self.bigger_than:
-                    kept.append(pair)
-            names = kept
         if not names:
-            return [], gone
-        commands = []
-        for _, name in names:
-            commands += [("GETRANGE", name, 0, self.max_size), ("PTTL", name)]
-        replies = self._commands(commands, [pair for pair in names for _ in range(2)])
+            return
+        sizes = self._commands([("STRLEN", name) for _, name in names], names)
+        wanted: list[tuple[str, bytes, int]] = []
+        too_large: list[tuple[str, bytes, int]] = []
+        for (key, name), size in zip(names, sizes, strict=True):
+            if size is None or (self.bigger_than is not None and 0 < size <= self.bigger_than):
+                continue  # Tallied as unreadable, or filtered out.
+            (too_large if size > self.max_size else wanted).append((key, name, size))
+        for group in _within(wanted, READ_BUDGET):
+            yield self._read_values(group, read_values=True)
+        if too_large:
+            yield self._read_values(too_large, read_values=False)
+
+    def _read_values(
+        self, group: list[tuple[str, bytes, int]], *, read_values: bool
+    ) -> tuple[list[RawSession], int]:
+        """The sessions of ``group``, with their values if ``read_values``; how many are gone."""
+        commands: list[tuple[Any, ...]] = []
+        for _, name, _ in group:
+            if read_values:
+                commands.append(("GETRANGE", name, 0, self.max_size))
+            commands.append(("PTTL", name))
+        step = 2 if read_values else 1
+        replies = self._commands(
+            commands, [(key, name) for key, name, _ in group for _ in range(step)]
+        )
         now = datetime.now(timezone.utc)
-        batch = []
-        too_large = []
-        for index, (key, name) in enumerate(names):
-            value, ttl = replies[2 * index], replies[2 * index + 1]
-            if value is None:
-                continue  # Tallied as unreadable.
+        batch, gone = [], 0
+        for index, (key, _, size) in enumerate(group):
+            value = replies[step * index] if read_values else None
+            ttl = replies[step * index + step - 1]
             if ttl == -2:  # Never there, or expired or deleted since it was listed.
                 gone += 1
-                continue
-            expires_at = _in(now, ttl)
-            if len(value) > self.max_size:
-                too_large.append((key, name, expires_at))
+            elif read_values and value is None:
+                continue  # Changed type since: tallied as unreadable.
+            elif value is None or len(value) > self.max_size:
+                batch.append(RawSession(key, None, _in(now, ttl), size))
             else:
-                batch.append(RawSession(key, Packed(value), expires_at, len(value)))
-        if too_large:
-            sizes = self._commands(
-                [("STRLEN", name) for _, name, _ in too_large],
-                [(key, name) for key, name, _ in too_large],
-            )
-            for (key, _, expires_at), size in zip(too_large, sizes, strict=True):
-                if size is None:
-                    continue  # Changed type since: tallied as unreadable.
-                if size == 0:
-                    gone += 1
-                else:
-                    batch.append(RawSession(key, None, expires_at, size))
+                if self.bigger_than is not None and len(value) <= self.bigger_than:
+                    continue  # Shorter since its size was asked.
+                batch.append(RawSession(key, Packed(value), _in(now, ttl), len(value)))
         return batch, gone
 
     def _commands(
@@ -901,6 +914,27 @@ def _redis_failure(error: Exception) -> str:
     """The kind of a Redis error: its error code, else its class's name."""
     code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
     return code if code in _REDIS_ERROR_CODES else type(error).__name__
+
+
+MEMCACHED_KEYS_AT_ONCE = 16
+# The most bytes of values one pipeline asks Redis for, whatever the batch.
+READ_BUDGET = 64 * 1024 * 1024
+
+
+def _within(
+    sized: list[tuple[str, bytes, int]], budget: int
+) -> Iterator[list[tuple[str, bytes, int]]]:
+    """``sized`` (key, name, size) in groups whose sizes add up to ``budget`` at most, or one."""
+    group: list[tuple[str, bytes, int]] = []
+    total = 0
+    for item in sized:
+        if group and total + item[2] > budget:
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += item[2]
+    if group:
+        yield group
 
 
 def _in(now: datetime, ttl: int) -> datetime | None:
