@@ -140,3 +140,9 @@ def test_a_stream_that_never_ends_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         endless.kill()
 
     assert str(raised.value) == "Cannot read standard input: it goes on past 1000 lines."
+
+
+def test_a_key_longer_than_any_store_holds_is_kept_no_longer(tmp_path: Path) -> None:
+    path = write(tmp_path, b"abc\n" + b"x" * 1000 + b"\n")
+
+    assert read_session_keys(path) == {"abc", "x" * 201}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+from analyze_sessions.sources import MAX_KEY_LENGTH
+
 STDIN = "-"
 # A session key is 32 characters, 40 at most in Django's table: a line
 # longer than this is no list of keys (/dev/zero, a binary, a dump).
@@ -65,7 +67,9 @@ def _collect(lines: IO[Any], name: str) -> set[str]:
                     ) from None
             if number == 1:
                 line = line.lstrip("\ufeff")  # The byte order mark some editors write.
-            key = line.strip()
+            # Past the longest key any store holds, a key is one no store
+            # has: kept no longer than that, to be counted not found.
+            key = line.strip()[: MAX_KEY_LENGTH + 1]
             if key and not key.startswith("#"):
                 keys.add(key)
                 if len(keys) > MAX_KEYS:
