@@ -120,8 +120,11 @@ def _serve(connection: Connection, decoder: Decoder, memory: int) -> None:
 
 def _bound_memory(memory: int) -> None:
     """Let the address space grow by ``memory`` bytes at most: past it, MemoryError."""
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[0])
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[0])
+    except OSError:  # No /proc (not Linux): the time limit alone holds.
+        return
     limit = pages * os.sysconf("SC_PAGE_SIZE") + memory
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
