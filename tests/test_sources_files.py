@@ -170,14 +170,20 @@ def file_engine(directory: Path) -> Iterator[Path]:
         yield directory
 
 
-def test_a_symbolic_link_named_like_a_session_is_counted_and_never_followed(
-    directory: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    key = saved(foo="bar")
+def linked_canary(directory: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The key of a symbolic link in ``directory`` to a canary session elsewhere."""
     canary = tmp_path_factory.mktemp("elsewhere") / "canary"
     canary_session(canary)
     link = new_key()
     (directory / f"sessionid{link}").symlink_to(canary)
+    return link
+
+
+def test_a_symbolic_link_named_like_a_session_is_counted_and_never_followed(
+    directory: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    key = saved(foo="bar")
+    link = linked_canary(directory, tmp_path_factory)
 
     source = FileSource(SessionStore)
     assert [raw.key for raw in scanned(source)] == [key]
@@ -193,10 +199,7 @@ def test_the_command_never_reports_what_a_symbolic_link_points_to(
     file_engine: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     key = session_via_view(foo="bar")
-    canary = tmp_path_factory.mktemp("elsewhere") / "canary"
-    canary_session(canary)
-    link = new_key()
-    (file_engine / f"sessionid{link}").symlink_to(canary)
+    link = linked_canary(file_engine, tmp_path_factory)
     ids = tmp_path_factory.mktemp("ids") / "ids"
     ids.write_text(f"{key}\n{link}\n")
 
