@@ -1,10 +1,25 @@
-"""Settings for the test suite: a small site that keeps sessions in SQLite."""
+"""
+Settings for the test suite: a small site that keeps sessions in SQLite.
+
+It runs the login, social login and form wizard apps that real sites run, so
+that tests can make their sessions through those apps' own views.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
+import warnings
 from typing import Any
+
+# The social auth app loads python3-openid, which imports the deprecated
+# defusedxml.cElementTree first, and so warns at startup whatever the site
+# does. Importing it here, with that one warning silenced, leaves nothing to
+# warn about later: in pytest, and in the django-admin processes tests start.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "defusedxml.cElementTree is deprecated", DeprecationWarning)
+    importlib.import_module("defusedxml.cElementTree")
 
 SECRET_KEY = "analyze-sessions-tests"
 # Sessions signed with this key still decode; see test_decoding.py.
@@ -15,6 +30,13 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.messages",
     "django.contrib.sessions",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.github",
+    "allauth.mfa",
+    "social_django",
+    "formtools",
     "analyze_sessions",
     "tests",
 ]
@@ -23,7 +45,26 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
 ]
+
+# Password logins go through ModelBackend first, so a session's
+# _auth_user_backend names it whichever login view made the session.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+    "social_core.backends.github.GithubOAuth2",
+]
+
+# Both social login apps only ever redirect to the provider in tests, which
+# is never called: the credentials need only look real.
+SOCIALACCOUNT_PROVIDERS = {
+    "github": {"APP": {"client_id": "analyze-sessions-id", "secret": "analyze-sessions-secret"}}
+}
+SOCIAL_AUTH_GITHUB_KEY = "analyze-sessions-key"
+SOCIAL_AUTH_GITHUB_SECRET = "analyze-sessions-secret"
+# Rate limits count in the cache, which some tests swap or empty.
+ACCOUNT_RATE_LIMITS = False
 
 ROOT_URLCONF = "tests.urls"
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
@@ -35,7 +76,7 @@ TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": []},
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
     }
 ]
 
