@@ -15,7 +15,14 @@ setup(
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
     packages=find_packages(include=["analyze_sessions", "analyze_sessions.*"]),
-    package_data={"analyze_sessions": ["py.typed", "report.schema.json"]},
+    package_data={
+        "analyze_sessions": [
+            "py.typed",
+            "report.schema.json",
+            "known_keys.json",
+            "letter_pairs.json",
+        ]
+    },
     python_requires=">=3.10",
     install_requires=["Django>=5.2", "jsonschema>=4.20", "tqdm>=4.60"],
     classifiers=[

@@ -17,6 +17,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from analyze_sessions.decoding import Decoder
+from analyze_sessions.owners import NO_OWNERS, Owners
 from analyze_sessions.sandbox import Sandbox
 from analyze_sessions.shards import EVERY_KEY, KeyRange
 from analyze_sessions.sources import (
@@ -109,6 +110,12 @@ class Plan:
     top: int = 10
     now: datetime | None = None
     max_size: int = DEFAULT_MAX_SESSION_SIZE
+    show_keys: bool = False
+    owners: Owners = NO_OWNERS
+
+    def stats(self) -> Stats:
+        """Empty stats, to count what this plan reads."""
+        return Stats(now=self.now, top=self.top, show_keys=self.show_keys, owner_of=self.owners)
 
 
 def open_plan(plan: Plan, keys: KeyRange = EVERY_KEY) -> Source:
@@ -142,7 +149,7 @@ def read(
         unpack=unpack,
     )
     sandbox = None if unpack is None else Sandbox(decoder, sandbox_memory(plan.max_size))
-    outcome = Outcome(Stats(now=plan.now, top=plan.top))
+    outcome = Outcome(plan.stats())
     try:
         outcome.partial = analyze(
             source.scan() if plan.keys is None else source.lookup(plan.keys),
@@ -211,7 +218,7 @@ def read_in_parallel(plan: Plan, ranges: list[KeyRange]) -> Outcome:
         except KeyboardInterrupt:
             interrupted = True
             stop.set()
-    merged = outcomes[0] if outcomes else Outcome(Stats(now=plan.now, top=plan.top))
+    merged = outcomes[0] if outcomes else Outcome(plan.stats())
     for outcome in outcomes[1:]:
         merged.merge(outcome)
     merged.partial = merged.partial or interrupted or bool(lost)
@@ -236,7 +243,7 @@ def _job(plan: Plan, keys: KeyRange, stop: Any, sender: Connection) -> None:
         finally:
             source.close()
     except (UnsupportedEngine, SourceError) as error:
-        outcome = Outcome(Stats(now=plan.now, top=plan.top), partial=True, failure=str(error))
+        outcome = Outcome(plan.stats(), partial=True, failure=str(error))
     finally:
         connections.close_all()
     sender.send(outcome)

@@ -18,11 +18,14 @@ from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE
 from analyze_sessions.stats import (
     COOKIE_LIMIT,
     MEMCACHED_ITEM_LIMIT,
+    KeyTable,
     LargeSession,
     Stats,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The most key lines the text report lists: the rest are summed in one line.
+MAX_KEY_LINES = 100
 _CENTS = Decimal("0.01")
 _PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99))
 HISTOGRAM_WIDTH = 30
@@ -44,12 +47,18 @@ def share(part: int, whole: int) -> Decimal:
 
 @dataclass(frozen=True)
 class KeyLine:
-    """One session key: in how many sessions, and the bytes its entries took."""
+    """
+    One session key, or the keys of one pattern (``grouped``): in how many
+    sessions, the bytes their entries took, and the app that writes them.
+    """
 
     key: str
     sessions: int
     total_bytes: int
     max_bytes: int
+    owner: str | None = None
+    where: str | None = None
+    grouped: bool = False
 
     @property
     def mean_bytes(self) -> Decimal:
@@ -57,11 +66,10 @@ class KeyLine:
 
 
 @dataclass(frozen=True)
-class PatternLine:
-    """Keys that differ only by ids, taken together."""
+class OwnerLine:
+    """The keys of one app (None: of apps not known) taken together."""
 
-    pattern: str
-    keys: int
+    owner: str | None
     sessions: int
     total_bytes: int
 
@@ -98,7 +106,8 @@ class Report:
     authenticated_sessions: int = 0
     distinct_users: int = 0
     top_users: tuple[UserLine, ...] = ()
-    key_patterns: tuple[PatternLine, ...] = ()
+    owners: tuple[OwnerLine, ...] = ()
+    now: datetime | None = None  # When the run started: what is expired is before it.
     nested: tuple[KeyLine, ...] = ()
     depth: int = 0
     disk: dict[str, Any] | None = None
@@ -125,10 +134,6 @@ class Report:
         **context: Any,
     ) -> Report:
         """The report of ``stats``; ``context`` sets the fields stats do not know."""
-        patterns: dict[str, int] = {}
-        for key, key_stats in stats.keys.items():
-            pattern = key_stats.pattern or key
-            patterns[pattern] = patterns.get(pattern, 0) + 1
         users = sorted(stats.users.items(), key=lambda item: (-item[1].stored_bytes, item[0]))
         return cls(
             total_sessions=total_sessions,
@@ -162,16 +167,16 @@ class Report:
                 UserLine(user_id, user.sessions, user.stored_bytes)
                 for user_id, user in users[: stats.top]
             ),
-            key_patterns=tuple(
+            owners=tuple(
                 sorted(
                     (
-                        PatternLine(pattern, patterns[pattern], found.sessions, found.total_bytes)
-                        for pattern, found in stats.patterns.items()
-                        if patterns.get(pattern, 0) > 1
+                        OwnerLine(app, found.sessions, found.total_bytes)
+                        for app, found in stats.owners.items()
                     ),
-                    key=lambda line: (-line.total_bytes, line.pattern),
+                    key=lambda line: (-line.total_bytes, line.owner is None, line.owner or ""),
                 )
             ),
+            now=stats.now,
             nested=_key_lines(stats.nested),
             over_cookie_limit=stats.over_cookie_limit,
             over_memcached_limit=stats.over_memcached_limit,
@@ -200,8 +205,19 @@ def _by_count(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def _key_lines(table: dict[str, Any]) -> tuple[KeyLine, ...]:
-    lines = (KeyLine(key, s.sessions, s.total_bytes, s.max_bytes) for key, s in table.items())
+def _key_lines(table: KeyTable) -> tuple[KeyLine, ...]:
+    lines = (
+        KeyLine(
+            table.shown(name),
+            found.sessions,
+            found.total_bytes,
+            found.max_bytes,
+            None if found.owner is None else found.owner.app,
+            None if found.owner is None else found.owner.where,
+            grouped=found.key is None,
+        )
+        for name, found in table.lines.items()
+    )
     return tuple(sorted(lines, key=lambda line: (-line.total_bytes, line.key)))
 
 
@@ -224,12 +240,20 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         total = f"{report.total_sessions} total sessions"
     yield f"Processed {report.processed} sessions out of {total}"
     yield f"Average size was {report.mean_stored_size} bytes"
-    yield "Saw the following keys:"
-    for line in report.keys:
+    if report.keys:
+        yield "Saw the following keys:"
+        for line in report.keys[:MAX_KEY_LINES]:
+            yield _key_line(line)
+        rest = report.keys[MAX_KEY_LINES:]
+        if rest:
+            yield (
+                f"    ({len(rest)} more keys and patterns, "
+                f"{size(sum(line.total_bytes for line in rest))} in all: "
+                f"--format json lists them all)"
+            )
         yield (
-            f"    {printable(line.key)} ({line.sessions} times, "
-            f"avg. size {line.mean_bytes} bytes), max {line.max_bytes} bytes, "
-            f"total {line.total_bytes} bytes"
+            "Key sizes are payload bytes, before compression; session sizes are stored bytes, "
+            "so a key's max can exceed the largest session."
         )
 
     scope = list(_scope(report))
@@ -261,13 +285,16 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         totals.append(f"Listed keys not found: {report.keys_not_found} of {report.keys_listed}")
     yield from _section("Totals", totals)
 
+    if report.owners:
+        yield from _section("By app", list(_by_app(report, size)))
+
     if report.histogram:
         yield from _section("Distribution of stored sizes", list(_distribution(report, size)))
 
     if report.largest:
         yield from _section(
             "Largest sessions",
-            [_largest_line(session, size, show_keys) for session in report.largest],
+            [_largest_line(session, size, show_keys, report.now) for session in report.largest],
         )
 
     cleanup = (
@@ -334,25 +361,15 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         ]
     yield from _section("Users", users)
 
-    if report.key_patterns:
-        yield from _section(
-            "Key patterns (ids made *)",
-            [
-                f"{printable(line.pattern)} ({line.keys} keys, {_sessions(line.sessions)}, "
-                f"total {size(line.total_bytes)})"
-                for line in report.key_patterns
-            ],
-        )
-
     if report.depth:
         yield from _section(
             f"Nested (depth {report.depth})",
-            [
-                f"{printable(line.key)} ({line.sessions} times, avg. size "
-                f"{line.mean_bytes} bytes), max {line.max_bytes} bytes, "
-                f"total {line.total_bytes} bytes"
-                for line in report.nested
-            ]
+            [_key_line(line)[4:] for line in report.nested[:MAX_KEY_LINES]]
+            + (
+                [f"({len(report.nested) - MAX_KEY_LINES} more paths: --format json lists them all)"]
+                if len(report.nested) > MAX_KEY_LINES
+                else []
+            )
             or ["no dict or list values"],
         )
 
@@ -381,6 +398,34 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         yield from _section("Limits", limits)
 
 
+def _key_line(line: KeyLine) -> str:
+    """A key's line: the 2013 tool's, then more after its closing parenthesis."""
+    return (
+        f"    {printable(line.key)} ({line.sessions} times, "
+        f"avg. size {line.mean_bytes} bytes), max {line.max_bytes} bytes, "
+        f"total {line.total_bytes} bytes, {_owner(line.owner, line.where)}"
+    )
+
+
+def _owner(owner: str | None, where: str | None = None) -> str:
+    if owner is None:
+        return "app unknown"
+    if where is None:
+        return f"by {printable(owner)}"
+    return f"by {printable(owner)} ({printable(where)})"
+
+
+def _by_app(report: Report, size: Any) -> Iterator[str]:
+    for line in report.owners:
+        name = "unknown apps" if line.owner is None else printable(line.owner)
+        yield (
+            f"{name}: {_sessions(line.sessions)}, {size(line.total_bytes)}, "
+            f"{_percent(line.total_bytes, report.payload_bytes)} of the payload"
+        )
+    known = sum(line.total_bytes for line in report.owners if line.owner is not None)
+    yield f"Apps known for {_percent(known, report.payload_bytes)} of the payload"
+
+
 def _scope(report: Report) -> Iterator[str]:
     sample = report.filters.get("sample")
     if sample is not None and sample < 1:
@@ -404,15 +449,22 @@ def _distribution(report: Report, size: Any) -> Iterator[str]:
         yield f"{f'{low}-{high}':>{width}} bytes {count:>8} {bar}".rstrip()
 
 
-def _largest_line(session: LargeSession, size: Any, show_keys: bool) -> str:
+def _largest_line(session: LargeSession, size: Any, show_keys: bool, now: datetime | None) -> str:
     key = session.key if show_keys else masked(session.key)
     if session.expires_at is None:
         expiry = "no expiry"
+    elif is_expired(session, now):
+        expiry = f"expired {_when(session.expires_at)}"
     else:
         expiry = f"expires {_when(session.expires_at)}"
     user = "anonymous" if session.user_id is None else f"user {printable(session.user_id)}"
     largest = "no keys" if session.largest_key is None else f"largest key {session.largest_key}"
     return f"{size(session.stored_size)}: {printable(key)}, {expiry}, {user}, {printable(largest)}"
+
+
+def is_expired(session: LargeSession, now: datetime | None) -> bool:
+    """Whether ``session`` was past its expiry when the run started."""
+    return session.expires_at is not None and now is not None and session.expires_at < now
 
 
 def _counted(counts: tuple[tuple[str, int], ...]) -> str:
@@ -446,7 +498,7 @@ def _when(moment: datetime) -> str:
 
 
 def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
-    """The report as the documented JSON object, schema version 1."""
+    """The report as the documented JSON object, schema version 2."""
     document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "engine": report.engine,
@@ -498,14 +550,14 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
             ],
         },
         "keys": [_key_json(line, report.payload_bytes) for line in report.keys],
-        "key_patterns": [
+        "owners": [
             {
-                "pattern": line.pattern,
-                "keys": line.keys,
+                "owner": line.owner,
                 "sessions": line.sessions,
                 "total_bytes": line.total_bytes,
+                "share": float(share(line.total_bytes, report.payload_bytes)),
             }
-            for line in report.key_patterns
+            for line in report.owners
         ],
         "largest_sessions": [
             {
@@ -514,6 +566,7 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
                 "expire_date": None
                 if session.expires_at is None
                 else session.expires_at.isoformat(),
+                "expired": is_expired(session, report.now),
                 "user_id": session.user_id,
                 "largest_key": session.largest_key,
             }
@@ -545,6 +598,9 @@ def _key_json(line: KeyLine, payload_bytes: int) -> dict[str, Any]:
         "mean_bytes": float(line.mean_bytes),
         "max_bytes": line.max_bytes,
         "share": float(share(line.total_bytes, payload_bytes)),
+        "grouped": line.grouped,
+        "owner": line.owner,
+        "where": line.where,
     }
 
 
@@ -558,7 +614,16 @@ def render_json(
     yield json.dumps(document, indent=2)
 
 
-CSV_HEADER = ("key", "sessions", "total_bytes", "mean_bytes", "max_bytes", "share")
+CSV_HEADER = (
+    "key",
+    "sessions",
+    "total_bytes",
+    "mean_bytes",
+    "max_bytes",
+    "share",
+    "owner",
+    "where",
+)
 
 
 def render_csv(report: Report) -> Iterator[str]:
@@ -577,4 +642,6 @@ def _csv_row(line: KeyLine, payload_bytes: int) -> tuple[Any, ...]:
         line.mean_bytes,
         line.max_bytes,
         share(line.total_bytes, payload_bytes),
+        spreadsheet_safe(printable(line.owner or "")),
+        spreadsheet_safe(printable(line.where or "")),
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from analyze_sessions.owners import NO_OWNERS, Owner, Owners
 from analyze_sessions.patterns import key_pattern
 from analyze_sessions.shown import masked
 
@@ -29,45 +29,132 @@ OTHER_CLASSES = "(other classes)"
 @dataclass(slots=True)
 class KeyStats:
     """
-    How often one session key was seen, and the bytes its entries took.
+    The sessions with one key, or with keys of one pattern, and the bytes
+    their entries took: a session with several keys of a pattern counts
+    once, with the bytes of them all (``max_bytes`` is the most one
+    session's took).
 
-    ``pattern`` is the key's pattern where the key has ids in it, which
-    other keys may share: found once, not once an entry.
+    ``key`` is the one key a pattern's line stands for, until another key
+    of the pattern is seen; it is None for a pattern of several keys, and
+    for a pattern whose keys hold a token, which is never shown. ``owner``
+    is the app that writes the key, where it is known.
     """
 
     sessions: int = 0
     total_bytes: int = 0
     max_bytes: int = 0
-    pattern: str | None = field(default=None, compare=False)
+    key: str | None = None
+    owner: Owner | None = field(default=None, compare=False)
 
-    @classmethod
-    def of(cls, key: str, sessions: int = 0, total_bytes: int = 0, max_bytes: int = 0) -> KeyStats:
-        """The stats of ``key``, with its pattern found."""
-        pattern = key_pattern(key)
-        if pattern == key:
-            return cls(sessions, total_bytes, max_bytes)
-        # Interned: thousands of keys may share one pattern, and one string.
-        return cls(sessions, total_bytes, max_bytes, sys.intern(pattern))
-
-    def add(self, entry_size: int) -> None:
-        self.sessions += 1
-        self.total_bytes += entry_size
-        self.max_bytes = max(self.max_bytes, entry_size)
+    @property
+    def app(self) -> str | None:
+        return None if self.owner is None else self.owner.app
 
     def merge(self, other: KeyStats) -> None:
         self.sessions += other.sessions
         self.total_bytes += other.total_bytes
         self.max_bytes = max(self.max_bytes, other.max_bytes)
+        if self.key != other.key:
+            self.key = None
+
+
+class KeyTable:
+    """
+    Key stats by the name the report gives them: a key's own, or its
+    pattern's where it has ids or a token in it (see patterns.py), so that
+    a million keys of one pattern take one line, and one line's memory.
+    With ``grouped`` false, every key is its own line (--show-keys).
+    """
+
+    __slots__ = ("lines", "grouped", "owners")
+
+    def __init__(self, *, grouped: bool = True, owners: Owners = NO_OWNERS) -> None:
+        self.lines: dict[str, KeyStats] = {}
+        self.grouped = grouped
+        self.owners = owners
+
+    def add(self, entries: dict[str, int], by_owner: dict[str | None, int] | None) -> None:
+        """Count one session's entries; add their bytes by owning app to ``by_owner``."""
+        lines = self.lines
+        in_patterns: dict[str, int] | None = None
+        for key, size in entries.items():
+            line = lines.get(key)
+            if line is None or line.key != key:
+                name = self._name(key)
+                if name != key:
+                    if in_patterns is None:
+                        in_patterns = {}
+                    in_patterns[name] = in_patterns.get(name, 0) + size
+                    self._seen(name, key)
+                    continue
+                if line is None:
+                    line = lines[key] = KeyStats(key=key, owner=self.owners(key))
+            line.sessions += 1
+            line.total_bytes += size
+            if size > line.max_bytes:
+                line.max_bytes = size
+            if by_owner is not None:
+                app = line.app
+                by_owner[app] = by_owner.get(app, 0) + size
+        if in_patterns:
+            for name, size in in_patterns.items():
+                line = lines[name]
+                line.sessions += 1
+                line.total_bytes += size
+                if size > line.max_bytes:
+                    line.max_bytes = size
+                if by_owner is not None:
+                    app = line.app
+                    by_owner[app] = by_owner.get(app, 0) + size
+
+    def safe_name(self, key: str) -> str:
+        """``key``, or its pattern where it holds a token that is not to be shown."""
+        if not self.grouped:
+            return key
+        found = key_pattern(key)
+        return found.pattern if found.token else key
+
+    def merge(self, other: KeyTable) -> None:
+        for name, line in other.lines.items():
+            mine = self.lines.get(name)
+            if mine is None:
+                self.lines[name] = KeyStats(
+                    line.sessions, line.total_bytes, line.max_bytes, line.key, line.owner
+                )
+            else:
+                mine.merge(line)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KeyTable):
+            return NotImplemented
+        return (self.grouped, self.lines) == (other.grouped, other.lines)
+
+    def _name(self, key: str) -> str:
+        return key_pattern(key).pattern if self.grouped else key
+
+    def _seen(self, name: str, key: str) -> None:
+        """Note that ``key`` is one of pattern ``name``'s keys."""
+        line = self.lines.get(name)
+        if line is None:
+            shown = None if key_pattern(key).token else key
+            self.lines[name] = KeyStats(key=shown, owner=self.owners(name))
+        elif line.key is not None and line.key != key:
+            line.key = None
+
+    def shown(self, name: str) -> str:
+        """What the report shows for line ``name``: its one key, or the pattern."""
+        line = self.lines[name]
+        return line.key if line.key is not None else name
 
 
 @dataclass(slots=True)
-class PatternStats:
-    """The sessions with keys of one pattern, and the bytes those entries took."""
+class OwnerStats:
+    """The sessions with keys of one app, and the bytes those entries took."""
 
     sessions: int = 0
     total_bytes: int = 0
 
-    def merge(self, other: PatternStats) -> None:
+    def merge(self, other: OwnerStats) -> None:
         self.sessions += other.sessions
         self.total_bytes += other.total_bytes
 
@@ -254,15 +341,20 @@ class Stats:
 
     ``now`` is when the run started: sessions whose expiry is before it are
     counted as expired. ``top`` is how many of the largest sessions to keep.
+    Keys are grouped by pattern unless ``show_keys``, and ``owner_of`` finds
+    the app that writes each.
     """
 
     now: datetime | None = None
     top: int = 10
+    show_keys: bool = False
+    owner_of: Owners = field(default=NO_OWNERS, repr=False, compare=False)
     processed: int = 0
     stored_bytes: int = 0
     payload_bytes: int = 0
-    keys: dict[str, KeyStats] = field(default_factory=dict)
-    nested: dict[str, KeyStats] = field(default_factory=dict)
+    keys: KeyTable = field(init=False)
+    nested: KeyTable = field(init=False)
+    owners: dict[str | None, OwnerStats] = field(default_factory=dict)
     undecodable: Counter[str] = field(default_factory=Counter)
     undecodable_bytes: int = 0
     refused_classes: Counter[str] = field(default_factory=Counter)
@@ -270,7 +362,6 @@ class Stats:
     unknown_key_bytes: int = 0
     expired_sessions: int = 0
     expired_bytes: int = 0
-    patterns: dict[str, PatternStats] = field(default_factory=dict)
     users: dict[str, UserStats] = field(default_factory=dict)
     over_cookie_limit: int = 0
     over_memcached_limit: int = 0
@@ -279,6 +370,8 @@ class Stats:
 
     def __post_init__(self) -> None:
         self.largest = TopSessions(self.top)
+        self.keys = KeyTable(grouped=not self.show_keys, owners=self.owner_of)
+        self.nested = KeyTable(grouped=not self.show_keys, owners=self.owner_of)
 
     def add(self, session: DecodedSession) -> None:
         # Called once a session, millions of times: kept plain and inlined.
@@ -298,6 +391,8 @@ class Stats:
         largest = self.largest
         if size >= largest.least and largest.admits(size, session.key):
             largest_key = max(entries, key=lambda key: (entries[key], key), default=None)
+            if largest_key is not None:
+                largest_key = self.keys.safe_name(largest_key)
             largest.add(LargeSession(size, session.key, expires_at, session.user_id, largest_key))
         if session.failure is not None:
             self.undecodable[session.failure] += 1
@@ -309,30 +404,17 @@ class Stats:
                 self._refused(session.refused_class, 1)
             return
         self.payload_bytes += session.payload_size
-        keys = self.keys
-        in_patterns: dict[str, int] | None = None
-        for key, entry_size in entries.items():
-            key_stats = keys.get(key)
-            if key_stats is None:
-                key_stats = keys[key] = KeyStats.of(key)
-            key_stats.sessions += 1
-            key_stats.total_bytes += entry_size
-            if entry_size > key_stats.max_bytes:
-                key_stats.max_bytes = entry_size
-            # Only a key with ids in it shares its pattern with other keys.
-            pattern = key_stats.pattern
-            if pattern is not None:
-                if in_patterns is None:
-                    in_patterns = {}
-                in_patterns[pattern] = in_patterns.get(pattern, 0) + entry_size
-        if in_patterns:
-            for pattern, pattern_bytes in in_patterns.items():
-                pattern_stats = self.patterns.setdefault(pattern, PatternStats())
-                pattern_stats.sessions += 1
-                pattern_stats.total_bytes += pattern_bytes
+        by_owner: dict[str | None, int] = {}
+        self.keys.add(entries, by_owner)
+        owners = self.owners
+        for app, owner_bytes in by_owner.items():
+            owner_stats = owners.get(app)
+            if owner_stats is None:
+                owner_stats = owners[app] = OwnerStats()
+            owner_stats.sessions += 1
+            owner_stats.total_bytes += owner_bytes
         if session.nested:
-            for path, nested_size in session.nested.items():
-                _key_stats(self.nested, path).add(nested_size)
+            self.nested.add(session.nested, None)
         if session.user_id is not None:
             user = self.users.get(session.user_id)
             if user is None:
@@ -344,12 +426,10 @@ class Stats:
         """Add ``other``'s totals to these, as if its sessions were added here."""
         for name in _TOTALS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for key, key_stats in other.keys.items():
-            _key_stats(self.keys, key).merge(key_stats)
-        for path, path_stats in other.nested.items():
-            _key_stats(self.nested, path).merge(path_stats)
-        for pattern, pattern_stats in other.patterns.items():
-            self.patterns.setdefault(pattern, PatternStats()).merge(pattern_stats)
+        self.keys.merge(other.keys)
+        self.nested.merge(other.nested)
+        for app, owner_stats in other.owners.items():
+            self.owners.setdefault(app, OwnerStats()).merge(owner_stats)
         self.undecodable.update(other.undecodable)
         for class_name, count in other.refused_classes.items():
             self._refused(class_name, count)
@@ -373,12 +453,6 @@ class Stats:
         return sum(user.sessions for user in self.users.values())
 
 
-def _key_stats(table: dict[str, KeyStats], key: str) -> KeyStats:
-    if key not in table:
-        table[key] = KeyStats.of(key)
-    return table[key]
-
-
 def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
     """
     ``stats`` as JSON values, from which from_state() makes them again, so
@@ -391,9 +465,10 @@ def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
         "now": None if stats.now is None else stats.now.isoformat(),
         "top": stats.top,
         "totals": {name: getattr(stats, name) for name in _TOTALS},
-        "keys": {key: _triple(value) for key, value in stats.keys.items()},
-        "nested": {path: _triple(value) for path, value in stats.nested.items()},
-        "patterns": {p: [v.sessions, v.total_bytes] for p, v in stats.patterns.items()},
+        "show_keys": stats.show_keys,
+        "keys": _lines_state(stats.keys),
+        "nested": _lines_state(stats.nested),
+        "owners": [[app, v.sessions, v.total_bytes] for app, v in stats.owners.items()],
         "undecodable": dict(stats.undecodable),
         "refused_classes": dict(stats.refused_classes),
         "users": {user: [v.sessions, v.stored_bytes] for user, v in stats.users.items()},
@@ -424,12 +499,13 @@ def from_state(state: dict[str, Any]) -> Stats:
     does not hold together (a forged one: sizes that do not add up to the
     sessions, a date that is not one), as no run could have written it.
     """
-    stats = Stats(now=_moment(state["now"]), top=state["top"])
+    stats = Stats(now=_moment(state["now"]), top=state["top"], show_keys=state["show_keys"])
     for name, value in state["totals"].items():
         setattr(stats, name, value)
-    stats.keys = {key: KeyStats.of(key, *value) for key, value in state["keys"].items()}
-    stats.nested = {path: KeyStats(*value) for path, value in state["nested"].items()}
-    stats.patterns = {p: PatternStats(*value) for p, value in state["patterns"].items()}
+    _lines_from_state(stats.keys, state["keys"])
+    _lines_from_state(stats.nested, state["nested"])
+    for app, sessions, total_bytes in state["owners"]:
+        stats.owners.setdefault(app, OwnerStats()).merge(OwnerStats(sessions, total_bytes))
     stats.undecodable = Counter(state["undecodable"])
     for class_name, count in state["refused_classes"].items():
         stats._refused(class_name, count)
@@ -485,8 +561,25 @@ _TOTALS = (
 )
 
 
-def _triple(value: KeyStats) -> list[int]:
-    return [value.sessions, value.total_bytes, value.max_bytes]
+def _lines_state(table: KeyTable) -> dict[str, list[Any]]:
+    """Each line as [sessions, total bytes, max bytes, its one key, owner, where]."""
+    return {
+        name: [
+            line.sessions,
+            line.total_bytes,
+            line.max_bytes,
+            line.key,
+            None if line.owner is None else line.owner.app,
+            None if line.owner is None else line.owner.where,
+        ]
+        for name, line in table.lines.items()
+    }
+
+
+def _lines_from_state(table: KeyTable, lines: dict[str, list[Any]]) -> None:
+    for name, (sessions, total_bytes, max_bytes, key, app, where) in lines.items():
+        owner = None if app is None else Owner(app, where)
+        table.lines[name] = KeyStats(sessions, total_bytes, max_bytes, key, owner)
 
 
 @dataclass

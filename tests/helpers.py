@@ -101,6 +101,13 @@ def two_sessions() -> tuple[str, str]:
     return session_via_view(foo="bar"), session_via_view(foo="bazbaz", n="1")
 
 
+# The sentence under the key list of every text report.
+KEY_SIZES_NOTE = (
+    "Key sizes are payload bytes, before compression; session sizes are stored bytes, "
+    "so a key's max can exceed the largest session."
+)
+
+
 def two_sessions_report(sizes: tuple[int, int], processed_line: str) -> str:
     """
     The classic lines of the report of two_sessions() whose stored sizes are
@@ -114,8 +121,9 @@ def two_sessions_report(sizes: tuple[int, int], processed_line: str) -> str:
         f"{processed_line}\n"
         f"Average size was {mean} bytes\n"
         "Saw the following keys:\n"
-        "    foo (2 times, avg. size 12.50 bytes), max 14 bytes, total 25 bytes\n"
-        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes\n"
+        "    foo (2 times, avg. size 12.50 bytes), max 14 bytes, total 25 bytes, app unknown\n"
+        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes, app unknown\n"
+        f"{KEY_SIZES_NOTE}\n"
         "\n"
         "Totals:\n"
         f"    Stored: {total} bytes in all, {mean} bytes a session\n"

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from tests.helpers import (
     DJANGO_ADMIN,
+    KEY_SIZES_NOTE,
     corrupt_session,
     django_admin,
     django_admin_env,
@@ -46,8 +47,9 @@ pytestmark = pytest.mark.django_db
 TWO_SESSIONS_CLASSIC = (
     "Average size was 76.00 bytes\n"
     "Saw the following keys:\n"
-    "    foo (2 times, avg. size 12.50 bytes), max 14 bytes, total 25 bytes\n"
-    "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes\n"
+    "    foo (2 times, avg. size 12.50 bytes), max 14 bytes, total 25 bytes, app unknown\n"
+    "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes, app unknown\n"
+    f"{KEY_SIZES_NOTE}\n"
 )
 
 
@@ -66,7 +68,8 @@ def test_whole_report_of_every_session(two_sessions: tuple[str, str]) -> None:
     out, err, returncode = run_command()
 
     # Payload: {"foo":"bar"} is 13 bytes, {"foo":"bazbaz","n":"1"} 24: 37,
-    # stored in 152 / 37 = 410.8% of it. Both sizes are 64 to 127 bytes.
+    # stored in 152 / 37 = 410.8% of it. Both sizes are 64 to 127 bytes. The
+    # keys' entries, 25 + 7 bytes, are of no app known: the store view's.
     assert (err, returncode) == ("", 0)
     assert out.split("\n\nOn disk:")[0] == (
         "Processed 2 sessions out of 2 total sessions\n" + TWO_SESSIONS_CLASSIC + "\n"
@@ -74,6 +77,10 @@ def test_whole_report_of_every_session(two_sessions: tuple[str, str]) -> None:
         "    Stored: 152 bytes in all, 76.00 bytes a session\n"
         "    Payload: 37 bytes serialized, before compression and signing\n"
         "    Compression: decodable sessions are stored in 410.8% of their payload's size\n"
+        "\n"
+        "By app:\n"
+        "    unknown apps: 2 sessions, 32 bytes, 86.5% of the payload\n"
+        "    Apps known for 0.0% of the payload\n"
         "\n"
         "Distribution of stored sizes:\n"
         "    p50 69 bytes, p90 83 bytes, p99 83 bytes, max 83 bytes\n"
@@ -102,8 +109,9 @@ def test_bigger_than(two_sessions: tuple[str, str]) -> None:
         "Processed 1 sessions out of 2 total sessions\n"
         "Average size was 83.00 bytes\n"
         "Saw the following keys:\n"
-        "    foo (1 times, avg. size 14.00 bytes), max 14 bytes, total 14 bytes\n"
-        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes\n"
+        "    foo (1 times, avg. size 14.00 bytes), max 14 bytes, total 14 bytes, app unknown\n"
+        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes, app unknown\n"
+        f"{KEY_SIZES_NOTE}\n"
         "\n"
         "Totals:\n"
         "    Stored: 83 bytes in all, 83.00 bytes a session\n",
@@ -133,7 +141,7 @@ def test_bigger_than_15kb_against_15kib() -> None:
         "Average size was 15241.33 bytes",  # (15002 + 15360 + 15362) / 3
         "Saw the following keys:",
         f"    filler (3 times, avg. size {mean_of_three} bytes), "
-        f"max {max(entries)} bytes, total {sum(entries)} bytes",
+        f"max {max(entries)} bytes, total {sum(entries)} bytes, app unknown",
     ]
 
     out, err, returncode = run_command("--bigger-than=15KiB")
@@ -143,7 +151,7 @@ def test_bigger_than_15kb_against_15kib() -> None:
         "Average size was 15362.00 bytes",
         "Saw the following keys:",
         f"    filler (1 times, avg. size {entries[2]}.00 bytes), "
-        f"max {entries[2]} bytes, total {entries[2]} bytes",
+        f"max {entries[2]} bytes, total {entries[2]} bytes, app unknown",
     ]
     assert run_command("--bigger-than=15K")[0] == out
 
@@ -172,7 +180,8 @@ def test_undecodable_sessions_are_counted_by_reason() -> None:
         "Processed 6 sessions out of 6 total sessions\n"
         "Average size was 56.33 bytes\n"  # 338 / 6
         "Saw the following keys:\n"
-        "    foo (2 times, avg. size 11.00 bytes), max 11 bytes, total 22 bytes\n"
+        "    foo (2 times, avg. size 11.00 bytes), max 11 bytes, total 22 bytes, app unknown\n"
+        f"{KEY_SIZES_NOTE}\n"
         "\n"
         "Totals:\n"
         "    Stored: 338 bytes in all, 56.33 bytes a session\n",
@@ -197,7 +206,6 @@ def test_a_row_of_non_ascii_junk_counts_its_characters() -> None:
     assert (head(out), err, returncode) == (
         "Processed 1 sessions out of 1 total sessions\n"
         "Average size was 7.00 bytes\n"
-        "Saw the following keys:\n"
         "\n"
         "Totals:\n"
         "    Stored: 7 bytes in all, 7.00 bytes a session\n",
@@ -237,8 +245,9 @@ def test_ids_from_stdin_with_bigger_than(two_sessions: tuple[str, str]) -> None:
         "Processed 1 sessions out of 2 total sessions\n"
         "Average size was 83.00 bytes\n"
         "Saw the following keys:\n"
-        "    foo (1 times, avg. size 14.00 bytes), max 14 bytes, total 14 bytes\n"
-        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes\n"
+        "    foo (1 times, avg. size 14.00 bytes), max 14 bytes, total 14 bytes, app unknown\n"
+        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes, app unknown\n"
+        f"{KEY_SIZES_NOTE}\n"
         "\n"
         "Totals:\n"
         "    Stored: 83 bytes in all, 83.00 bytes a session\n",
@@ -506,8 +515,9 @@ def test_database_reads_only_that_database() -> None:
         "Processed 1 sessions out of 1 total sessions\n"
         "Average size was 83.00 bytes\n"
         "Saw the following keys:\n"
-        "    foo (1 times, avg. size 14.00 bytes), max 14 bytes, total 14 bytes\n"
-        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes\n"
+        "    foo (1 times, avg. size 14.00 bytes), max 14 bytes, total 14 bytes, app unknown\n"
+        "    n (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes, app unknown\n"
+        f"{KEY_SIZES_NOTE}\n"
         "\n"
         "Totals:\n"
         "    Stored: 83 bytes in all, 83.00 bytes a session\n",
@@ -550,7 +560,8 @@ def test_django_admin_under_both_names(name: str) -> None:
         "Processed 1 sessions out of 2 total sessions\n"
         "Average size was 69.00 bytes\n"
         "Saw the following keys:\n"
-        "    foo (1 times, avg. size 11.00 bytes), max 11 bytes, total 11 bytes\n"
+        "    foo (1 times, avg. size 11.00 bytes), max 11 bytes, total 11 bytes, app unknown\n"
+        f"{KEY_SIZES_NOTE}\n"
         "\n"
         "Totals:\n"
         "    Stored: 69 bytes in all, 69.00 bytes a session\n",

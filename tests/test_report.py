@@ -10,8 +10,11 @@ from typing import Any
 import jsonschema
 
 from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
+from analyze_sessions.owners import Owner, Owners
 from analyze_sessions.report import (
+    MAX_KEY_LINES,
     KeyLine,
+    OwnerLine,
     Report,
     mean,
     render_csv,
@@ -50,6 +53,7 @@ def test_from_stats_sorts_keys_by_total_bytes_then_name() -> None:
         KeyLine("b", 1, 5, 5),
         KeyLine("d", 2, 4, 3),
     )
+    assert report.owners == (OwnerLine(None, 2, 5 + 5 + 9 + 1 + 3),)
     # Reasons in a fixed order, whatever order they were met in.
     assert report.undecodable == ((BAD_SIGNATURE, 1), (BAD_PAYLOAD, 1))
     assert report.undecodable_sessions == 2
@@ -74,9 +78,14 @@ def test_text_report_of_the_2013_readme_example() -> None:
         "Processed 2 sessions out of 5125 total sessions\n"
         "Average size was 16885.50 bytes\n"
         "Saw the following keys:\n"
-        "    foo (2 times, avg. size 15723.00 bytes), max 16000 bytes, total 31446 bytes\n"
-        "    bar (2 times, avg. size 618.50 bytes), max 700 bytes, total 1237 bytes\n"
-        "    baz (2 times, avg. size 211.50 bytes), max 212 bytes, total 423 bytes"
+        "    foo (2 times, avg. size 15723.00 bytes), max 16000 bytes, total 31446 bytes, "
+        "app unknown\n"
+        "    bar (2 times, avg. size 618.50 bytes), max 700 bytes, total 1237 bytes, "
+        "app unknown\n"
+        "    baz (2 times, avg. size 211.50 bytes), max 212 bytes, total 423 bytes, "
+        "app unknown\n"
+        "Key sizes are payload bytes, before compression; session sizes are stored bytes, "
+        "so a key's max can exceed the largest session."
     )
 
 
@@ -109,8 +118,11 @@ SESSIONS = [
 ]
 
 
+OWNERS = Owners([("a", Owner("shop", "shop/views.py:12")), ("cart_*", Owner("shop.cart"))])
+
+
 def full_report(**context: Any) -> Report:
-    stats = Stats(now=NOW, top=3)
+    stats = Stats(now=NOW, top=3, owner_of=OWNERS)
     for session in SESSIONS:
         stats.add(session)
     return Report.from_stats(
@@ -130,16 +142,22 @@ FULL_TEXT = """\
 Processed 4 sessions out of 10 total sessions
 Average size was 1362.50 bytes
 Saw the following keys:
-    a (2 times, avg. size 39.00 bytes), max 68 bytes, total 78 bytes
-    b (1 times, avg. size 25.00 bytes), max 25 bytes, total 25 bytes
-    cart_4 (1 times, avg. size 2.00 bytes), max 2 bytes, total 2 bytes
-    cart_12 (1 times, avg. size 1.00 bytes), max 1 bytes, total 1 bytes
-    cart_3 (1 times, avg. size 1.00 bytes), max 1 bytes, total 1 bytes
+    a (2 times, avg. size 39.00 bytes), max 68 bytes, total 78 bytes, by shop (shop/views.py:12)
+    b (1 times, avg. size 25.00 bytes), max 25 bytes, total 25 bytes, app unknown
+    cart_* (2 times, avg. size 2.00 bytes), max 3 bytes, total 4 bytes, by shop.cart
+Key sizes are payload bytes, before compression; session sizes are stored bytes, so a key's \
+max can exceed the largest session.
 
 Totals:
     Stored: 5450 bytes in all, 1362.50 bytes a session
     Payload: 112 bytes serialized, before compression and signing
     Compression: decodable sessions are stored in 4821.4% of their payload's size
+
+By app:
+    shop: 2 sessions, 78 bytes, 69.6% of the payload
+    unknown apps: 1 session, 25 bytes, 22.3% of the payload
+    shop.cart: 2 sessions, 4 bytes, 3.6% of the payload
+    Apps known for 73.2% of the payload
 
 Distribution of stored sizes:
     p50 100 bytes, p90 5000 bytes, p99 5000 bytes, max 5000 bytes
@@ -155,7 +173,7 @@ Distribution of stored sizes:
 Largest sessions:
     5000 bytes: short, no expiry, user 8, largest key cart_4
     300 bytes: zyxwvu\u2026, expires 2026-11-27 12:00 UTC, user 7, largest key a
-    100 bytes: abcdef\u2026, expires 2026-11-25 12:00 UTC, user 7, largest key b
+    100 bytes: abcdef\u2026, expired 2026-11-25 12:00 UTC, user 7, largest key b
 
 Expired:
     2 sessions (50.0%), 150 bytes (2.8% of stored): past their expiry, still stored; \
@@ -172,9 +190,6 @@ Users:
     Top users by stored size:
         user 8: 1 session, 5000 bytes
         user 7: 2 sessions, 400 bytes
-
-Key patterns (ids made *):
-    cart_* (3 keys, 2 sessions, total 4 bytes)
 
 On disk:
     Table django_session: 65536 bytes with its indexes, of which indexes 16384 bytes; stored \
@@ -219,7 +234,7 @@ def test_nested_and_memcached_sections() -> None:
     report = Report.from_stats(stats, total_sessions=1, depth=1, memcached=True)
 
     assert section(text(report), "Nested (depth 1)") == [
-        "cart[] (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes"
+        "cart[] (1 times, avg. size 7.00 bytes), max 7 bytes, total 7 bytes, app unknown"
     ]
     assert section(text(report), "Limits") == [
         "1 session over 1 MiB, memcached's default largest item: the cache will not keep them",
@@ -261,10 +276,27 @@ def test_json_report_matches_its_schema() -> None:
         "mean_bytes": 39.0,
         "max_bytes": 68,
         "share": 0.6964,  # 78 / 112
+        "grouped": False,
+        "owner": "shop",
+        "where": "shop/views.py:12",
     }
-    assert document["key_patterns"] == [
-        {"pattern": "cart_*", "keys": 3, "sessions": 2, "total_bytes": 4}
+    assert document["keys"][2] == {
+        "key": "cart_*",
+        "sessions": 2,
+        "total_bytes": 4,
+        "mean_bytes": 2.0,
+        "max_bytes": 3,
+        "share": 0.0357,
+        "grouped": True,
+        "owner": "shop.cart",
+        "where": None,
+    }
+    assert document["owners"] == [
+        {"owner": "shop", "sessions": 2, "total_bytes": 78, "share": 0.6964},
+        {"owner": None, "sessions": 1, "total_bytes": 25, "share": 0.2232},
+        {"owner": "shop.cart", "sessions": 2, "total_bytes": 4, "share": 0.0357},
     ]
+    assert [s["expired"] for s in document["largest_sessions"]] == [False, False, True]
     assert [s["key_prefix"] for s in document["largest_sessions"]] == ["short", "zyxwvu", "abcdef"]
     assert document["largest_sessions"][1]["expire_date"] == "2026-11-27T12:00:00+00:00"
     assert document["disk"] == {
@@ -276,10 +308,40 @@ def test_json_report_matches_its_schema() -> None:
 
 def test_csv_report_has_a_row_per_key() -> None:
     assert list(render_csv(full_report())) == [
-        "key,sessions,total_bytes,mean_bytes,max_bytes,share",
-        "a,2,78,39.00,68,0.6964",
-        "b,1,25,25.00,25,0.2232",
-        "cart_4,1,2,2.00,2,0.0179",
-        "cart_12,1,1,1.00,1,0.0089",
-        "cart_3,1,1,1.00,1,0.0089",
+        "key,sessions,total_bytes,mean_bytes,max_bytes,share,owner,where",
+        "a,2,78,39.00,68,0.6964,shop,shop/views.py:12",
+        "b,1,25,25.00,25,0.2232,,",
+        "cart_*,2,4,2.00,3,0.0357,shop.cart,",
     ]
+
+
+def test_the_key_list_is_bounded_and_sums_the_rest() -> None:
+    stats = Stats(now=NOW)
+    stats.add(
+        DecodedSession(
+            5000,
+            4000,
+            {f"key_{chr(97 + n // 26)}{chr(97 + n % 26)}": n + 1 for n in range(MAX_KEY_LINES + 5)},
+        )
+    )
+    report = Report.from_stats(stats, total_sessions=1)
+    lines = text(report).split("\n")
+
+    key_lines = [line for line in lines if line.startswith("    key_")]
+    assert len(key_lines) == MAX_KEY_LINES
+    # The five smallest keys (1 to 5 bytes) are summed in one line.
+    assert "    (5 more keys and patterns, 15 bytes in all: --format json lists them all)" in lines
+    assert len(json.loads("".join(render_json(report)))["keys"]) == MAX_KEY_LINES + 5
+
+
+def test_no_key_heading_when_no_session_could_be_decoded() -> None:
+    stats = Stats(now=NOW)
+    stats.add(DecodedSession(50, failure=BAD_SIGNATURE))
+    lines = text(Report.from_stats(stats, total_sessions=1)).split("\n")
+
+    assert lines[:3] == [
+        "Processed 1 sessions out of 1 total sessions",
+        "Average size was 50.00 bytes",
+        "",
+    ]
+    assert "Saw the following keys:" not in lines

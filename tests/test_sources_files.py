@@ -212,7 +212,7 @@ def test_the_command_never_reports_what_a_symbolic_link_points_to(
             "Processed 1 sessions out of 2 total sessions",
             "Average size was 69.00 bytes",
             "Saw the following keys:",
-            "    foo (1 times, avg. size 11.00 bytes), max 11 bytes, total 11 bytes",
+            "    foo (1 times, avg. size 11.00 bytes), max 11 bytes, total 11 bytes, app unknown",
         ]
         assert UNREADABLE_LINK in section(out, "Totals")
     assert section(out, "Totals")[-2:] == [UNREADABLE_LINK, "Listed keys not found: 0 of 2"]

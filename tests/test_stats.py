@@ -4,14 +4,16 @@ import math
 import random
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
+from analyze_sessions.owners import Owner, Owners
 from analyze_sessions.stats import (
     KeyStats,
     LargeSession,
-    PatternStats,
+    OwnerStats,
     SizeDistribution,
     Stats,
     TopSessions,
@@ -33,8 +35,8 @@ SESSIONS = [
 ]
 
 
-def stats_of(sessions: list[DecodedSession], top: int = 3) -> Stats:
-    stats = Stats(now=NOW, top=top)
+def stats_of(sessions: list[DecodedSession], top: int = 3, **options: Any) -> Stats:
+    stats = Stats(now=NOW, top=top, **options)
     for session in sessions:
         stats.add(session)
     return stats
@@ -44,17 +46,16 @@ def test_add_counts_every_session_key_and_user() -> None:
     stats = stats_of(SESSIONS)
 
     assert (stats.processed, stats.stored_bytes, stats.payload_bytes) == (6, 5517, 112)
-    assert stats.keys == {
-        "a": KeyStats(sessions=2, total_bytes=78, max_bytes=68),
-        "b": KeyStats(sessions=1, total_bytes=25, max_bytes=25),
-        "cart_12": KeyStats(1, 1, 1),
-        "cart_3": KeyStats(1, 1, 1),
-        "cart_4": KeyStats(1, 2, 2),
+    # Keys of one pattern are one line: a session counts once for it, with
+    # the bytes of all its keys that match (k5's cart_3 and cart_4: 3).
+    assert stats.keys.lines == {
+        "a": KeyStats(sessions=2, total_bytes=78, max_bytes=68, key="a"),
+        "b": KeyStats(sessions=1, total_bytes=25, max_bytes=25, key="b"),
+        "cart_*": KeyStats(sessions=2, total_bytes=1 + 1 + 2, max_bytes=3, key=None),
     }
-    assert stats.nested == {"a[]": KeyStats(1, 4, 4)}
-    # A session counts once for a pattern, however many of its keys match;
-    # keys without ids are their own pattern and are not kept twice.
-    assert stats.patterns == {"cart_*": PatternStats(2, 1 + 1 + 2)}
+    assert stats.nested.lines == {"a[]": KeyStats(1, 4, 4, key="a[]")}
+    # Sessions k1, k2 and k5 have keys, of apps not known.
+    assert stats.owners == {None: OwnerStats(3, 35 + 69 + 3)}
     assert stats.undecodable == Counter({BAD_SIGNATURE: 2, BAD_PAYLOAD: 1})
     assert (stats.undecodable_bytes, stats.unknown_key_sessions, stats.unknown_key_bytes) == (
         117,
@@ -88,7 +89,57 @@ def test_merge_leaves_the_other_unchanged() -> None:
     first.merge(second)
 
     assert second == stats_of(SESSIONS[1:2])
-    assert first.keys["a"] == KeyStats(sessions=3, total_bytes=146, max_bytes=68)
+    assert first.keys.lines["a"] == KeyStats(sessions=3, total_bytes=146, max_bytes=68, key="a")
+
+
+def test_a_pattern_of_one_key_shows_the_key_until_a_second_is_seen() -> None:
+    one = stats_of([DecodedSession(10, 5, {"cart_12": 5})])
+    other = stats_of([DecodedSession(10, 5, {"cart_13": 5})])
+
+    assert one.keys.shown("cart_*") == "cart_12"
+    one.merge(other)
+    assert one.keys.shown("cart_*") == "cart_*"
+
+
+def test_keys_with_a_token_are_never_kept_by_name() -> None:
+    tokens = [f"github_oauth2_state_{n}Xq7ZkLmP2vRtY9wBcD4hJ" for n in range(3)]
+    stats = stats_of([DecodedSession(100, 60, {token: 20}) for token in tokens[:1]])
+    assert stats.keys.lines == {
+        "github_oauth2_state_*": KeyStats(1, 20, 20, key=None),
+    }
+    assert stats.keys.shown("github_oauth2_state_*") == "github_oauth2_state_*"
+    assert stats.largest.largest_first()[0].largest_key == "github_oauth2_state_*"
+
+    ungrouped = stats_of([DecodedSession(100, 60, {t: 20}) for t in tokens], show_keys=True)
+    assert set(ungrouped.keys.lines) == set(tokens)
+
+
+def test_owners_count_sessions_once_with_the_bytes_of_their_keys() -> None:
+    owners = Owners(
+        [
+            ("_auth_user_id", Owner("django.contrib.auth", "auth.py:1")),
+            ("_auth_user_hash", Owner("django.contrib.auth", "auth.py:2")),
+            ("*_state_*", Owner("social_django")),
+        ]
+    )
+    stats = stats_of(
+        [
+            DecodedSession(
+                100,
+                60,
+                {"_auth_user_id": 10, "_auth_user_hash": 4, "a_state_1": 5, "a_state_2": 6},
+            ),
+            DecodedSession(100, 60, {"a_state_3": 7, "other": 9}),
+        ],
+        owner_of=owners,
+    )
+
+    assert stats.owners == {
+        "django.contrib.auth": OwnerStats(1, 10 + 4),
+        "social_django": OwnerStats(2, 5 + 6 + 7),
+        None: OwnerStats(1, 9),
+    }
+    assert stats.keys.lines["a_state_*"].owner == Owner("social_django")
 
 
 def nearest_rank(sizes: list[int], percent: float) -> int:

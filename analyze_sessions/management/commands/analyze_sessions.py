@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 from tqdm import tqdm
 
+from analyze_sessions.owners import installed_owners
 from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
 from analyze_sessions.report import Report, render_csv, render_json, render_text
 from analyze_sessions.shards import (
@@ -124,7 +125,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--show-keys",
             action="store_true",
-            help="Show whole session keys, not their first 6 characters.",
+            help=(
+                "Show whole session keys, not their first 6 characters, and every "
+                "session key by name, tokens included, rather than by pattern."
+            ),
         )
         parser.add_argument(
             "--mail-admins",
@@ -293,6 +297,8 @@ class Command(BaseCommand):
                 # Aware whatever USE_TZ says, as every source's expiries are.
                 now=datetime.now(timezone.utc),
                 max_size=max_size,
+                show_keys=options["show_keys"],
+                owners=installed_owners(),
             )
             if options["ids_from"] is not None:
                 stdin: IO[Any] = options.get("stdin") or sys.stdin
