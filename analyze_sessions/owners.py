@@ -14,7 +14,7 @@ Two sources, in this order of trust:
 
 Where both name a key, the table's owner is taken; an exact key's owner is
 taken before a pattern's. Django's own apps are not read: the table has
-their keys.
+their keys, nor is this app, which keeps none.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ MAX_SOURCE_FILES = 20_000
 MAX_SOURCE_SIZE = 1024 * 1024
 _SKIPPED_DIRECTORIES = frozenset({"tests", "test", "migrations", "node_modules", "static"})
 _SESSION_METHODS = frozenset({"get", "pop", "setdefault", "__getitem__", "__setitem__"})
+# Apps whose keys the table has (Django's), or that keep none (this one).
+_NOT_READ = ("django.", "analyze_sessions")
 # Where a nested path leaves its key: "cart[]", "wizard.step_data".
 _NESTED = re.compile(r"[.\[]")
 
@@ -57,6 +59,10 @@ class Owners:
             else:
                 self._exact.setdefault(key, owner)
         self._cache: dict[str, Owner | None] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        # What a job sends back need not carry what it looked up.
+        return {"_exact": self._exact, "_patterns": self._patterns, "_cache": {}}
 
     def __call__(self, name: str) -> Owner | None:
         """
@@ -101,7 +107,7 @@ def installed_owners() -> Owners:
         tuple(
             (config.name, config.path)
             for config in apps.get_app_configs()
-            if not (config.name == "django" or config.name.startswith("django."))
+            if not config.name.startswith(_NOT_READ)
         )
     )
 

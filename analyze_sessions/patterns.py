@@ -103,6 +103,8 @@ def is_token(text: str, pieces: list[str] | None = None) -> bool:
 def _starts_token(parts: list[str], index: int) -> bool:
     """Whether a token starts at word ``index`` of a run's ``parts`` and runs to its end."""
     word = parts[index]
+    if _is_id(word):  # An id is made * on its own.
+        return False
     if index + 2 >= len(parts):
         return is_token(word)
     # Tokens of base64url have "_" and "-" in them, so the pieces of one may
@@ -114,7 +116,7 @@ def _starts_token(parts: list[str], index: int) -> bool:
     if _is_word(word):
         return (
             len(token) - len(word) < TOKEN_LENGTH
-            and any(not _is_word(piece) and not _is_id(piece) for piece in pieces[1:])
+            and any(not _is_id(piece) and not _is_word(piece) for piece in pieces[1:])
             and is_token(token, pieces)
         )
     return is_token(token, pieces)

@@ -167,15 +167,7 @@ class Report:
                 UserLine(user_id, user.sessions, user.stored_bytes)
                 for user_id, user in users[: stats.top]
             ),
-            owners=tuple(
-                sorted(
-                    (
-                        OwnerLine(app, found.sessions, found.total_bytes)
-                        for app, found in stats.owners.items()
-                    ),
-                    key=lambda line: (-line.total_bytes, line.owner is None, line.owner or ""),
-                )
-            ),
+            owners=_owner_lines(stats),
             now=stats.now,
             nested=_key_lines(stats.nested),
             over_cookie_limit=stats.over_cookie_limit,
@@ -203,6 +195,16 @@ class Report:
 def _by_count(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
     """The counts, most first, then by name."""
     return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _owner_lines(stats: Stats) -> tuple[OwnerLine, ...]:
+    owned: dict[str | None, int] = {}
+    for line in stats.keys.lines.values():
+        owned[line.app] = owned.get(line.app, 0) + line.total_bytes
+    lines = (OwnerLine(app, sessions, owned.get(app, 0)) for app, sessions in stats.owners.items())
+    return tuple(
+        sorted(lines, key=lambda line: (-line.total_bytes, line.owner is None, line.owner or ""))
+    )
 
 
 def _key_lines(table: KeyTable) -> tuple[KeyLine, ...]:

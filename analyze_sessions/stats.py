@@ -45,10 +45,11 @@ class KeyStats:
     max_bytes: int = 0
     key: str | None = None
     owner: Owner | None = field(default=None, compare=False)
+    # The owner's app, looked up once a line rather than once an entry.
+    app: str | None = field(default=None, init=False, compare=False, repr=False)
 
-    @property
-    def app(self) -> str | None:
-        return None if self.owner is None else self.owner.app
+    def __post_init__(self) -> None:
+        self.app = None if self.owner is None else self.owner.app
 
     def merge(self, other: KeyStats) -> None:
         self.sessions += other.sessions
@@ -73,9 +74,10 @@ class KeyTable:
         self.grouped = grouped
         self.owners = owners
 
-    def add(self, entries: dict[str, int], by_owner: dict[str | None, int] | None) -> None:
-        """Count one session's entries; add their bytes by owning app to ``by_owner``."""
+    def add(self, entries: dict[str, int], apps: set[str | None]) -> None:
+        """Count one session's entries; add the apps that own them to ``apps``."""
         lines = self.lines
+        owned = apps.add
         in_patterns: dict[str, int] | None = None
         for key, size in entries.items():
             line = lines.get(key)
@@ -93,9 +95,7 @@ class KeyTable:
             line.total_bytes += size
             if size > line.max_bytes:
                 line.max_bytes = size
-            if by_owner is not None:
-                app = line.app
-                by_owner[app] = by_owner.get(app, 0) + size
+            owned(line.app)
         if in_patterns:
             for name, size in in_patterns.items():
                 line = lines[name]
@@ -103,9 +103,7 @@ class KeyTable:
                 line.total_bytes += size
                 if size > line.max_bytes:
                     line.max_bytes = size
-                if by_owner is not None:
-                    app = line.app
-                    by_owner[app] = by_owner.get(app, 0) + size
+                owned(line.app)
 
     def safe_name(self, key: str) -> str:
         """``key``, or its pattern where it holds a token that is not to be shown."""
@@ -145,18 +143,6 @@ class KeyTable:
         """What the report shows for line ``name``: its one key, or the pattern."""
         line = self.lines[name]
         return line.key if line.key is not None else name
-
-
-@dataclass(slots=True)
-class OwnerStats:
-    """The sessions with keys of one app, and the bytes those entries took."""
-
-    sessions: int = 0
-    total_bytes: int = 0
-
-    def merge(self, other: OwnerStats) -> None:
-        self.sessions += other.sessions
-        self.total_bytes += other.total_bytes
 
 
 @dataclass(slots=True)
@@ -354,7 +340,9 @@ class Stats:
     payload_bytes: int = 0
     keys: KeyTable = field(init=False)
     nested: KeyTable = field(init=False)
-    owners: dict[str | None, OwnerStats] = field(default_factory=dict)
+    # The sessions with keys of each app (None: of apps not known); the
+    # bytes are the keys' own, summed by app in the report.
+    owners: Counter[str | None] = field(default_factory=Counter)
     undecodable: Counter[str] = field(default_factory=Counter)
     undecodable_bytes: int = 0
     refused_classes: Counter[str] = field(default_factory=Counter)
@@ -404,17 +392,13 @@ class Stats:
                 self._refused(session.refused_class, 1)
             return
         self.payload_bytes += session.payload_size
-        by_owner: dict[str | None, int] = {}
-        self.keys.add(entries, by_owner)
+        apps: set[str | None] = set()
+        self.keys.add(entries, apps)
         owners = self.owners
-        for app, owner_bytes in by_owner.items():
-            owner_stats = owners.get(app)
-            if owner_stats is None:
-                owner_stats = owners[app] = OwnerStats()
-            owner_stats.sessions += 1
-            owner_stats.total_bytes += owner_bytes
+        for app in apps:
+            owners[app] += 1
         if session.nested:
-            self.nested.add(session.nested, None)
+            self.nested.add(session.nested, set())
         if session.user_id is not None:
             user = self.users.get(session.user_id)
             if user is None:
@@ -428,8 +412,7 @@ class Stats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.keys.merge(other.keys)
         self.nested.merge(other.nested)
-        for app, owner_stats in other.owners.items():
-            self.owners.setdefault(app, OwnerStats()).merge(owner_stats)
+        self.owners.update(other.owners)
         self.undecodable.update(other.undecodable)
         for class_name, count in other.refused_classes.items():
             self._refused(class_name, count)
@@ -468,7 +451,7 @@ def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
         "show_keys": stats.show_keys,
         "keys": _lines_state(stats.keys),
         "nested": _lines_state(stats.nested),
-        "owners": [[app, v.sessions, v.total_bytes] for app, v in stats.owners.items()],
+        "owners": [[app, sessions] for app, sessions in stats.owners.items()],
         "undecodable": dict(stats.undecodable),
         "refused_classes": dict(stats.refused_classes),
         "users": {user: [v.sessions, v.stored_bytes] for user, v in stats.users.items()},
@@ -504,8 +487,8 @@ def from_state(state: dict[str, Any]) -> Stats:
         setattr(stats, name, value)
     _lines_from_state(stats.keys, state["keys"])
     _lines_from_state(stats.nested, state["nested"])
-    for app, sessions, total_bytes in state["owners"]:
-        stats.owners.setdefault(app, OwnerStats()).merge(OwnerStats(sessions, total_bytes))
+    for app, sessions in state["owners"]:
+        stats.owners[app] += sessions
     stats.undecodable = Counter(state["undecodable"])
     for class_name, count in state["refused_classes"].items():
         stats._refused(class_name, count)

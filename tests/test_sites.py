@@ -14,6 +14,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
+from django.utils.http import int_to_base36
 
 from tests import sites
 
@@ -112,7 +113,8 @@ def test_a_login_stopped_at_the_authenticator_code_keeps_the_pending_login(user:
     session = stored(sites.allauth_mfa_started(Client(), user, PASSWORD))
 
     assert set(session) == sites.ALLAUTH_RECORDS | {"_session_expiry", "account_login"}
-    assert session["account_login"]["user_pk"] == str(user.pk)
+    # allauth writes an integer pk in base 36.
+    assert session["account_login"]["user_pk"] == int_to_base36(user.pk)
 
 
 def test_an_authenticator_setup_left_half_way_keeps_its_secret(user: User) -> None:

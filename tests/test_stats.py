@@ -10,10 +10,10 @@ import pytest
 
 from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
 from analyze_sessions.owners import Owner, Owners
+from analyze_sessions.report import OwnerLine, Report
 from analyze_sessions.stats import (
     KeyStats,
     LargeSession,
-    OwnerStats,
     SizeDistribution,
     Stats,
     TopSessions,
@@ -54,8 +54,8 @@ def test_add_counts_every_session_key_and_user() -> None:
         "cart_*": KeyStats(sessions=2, total_bytes=1 + 1 + 2, max_bytes=3, key=None),
     }
     assert stats.nested.lines == {"a[]": KeyStats(1, 4, 4, key="a[]")}
-    # Sessions k1, k2 and k5 have keys, of apps not known.
-    assert stats.owners == {None: OwnerStats(3, 35 + 69 + 3)}
+    # Sessions k1, k2 and k5 have keys of apps not known.
+    assert stats.owners == {None: 3}
     assert stats.undecodable == Counter({BAD_SIGNATURE: 2, BAD_PAYLOAD: 1})
     assert (stats.undecodable_bytes, stats.unknown_key_sessions, stats.unknown_key_bytes) == (
         117,
@@ -134,11 +134,13 @@ def test_owners_count_sessions_once_with_the_bytes_of_their_keys() -> None:
         owner_of=owners,
     )
 
-    assert stats.owners == {
-        "django.contrib.auth": OwnerStats(1, 10 + 4),
-        "social_django": OwnerStats(2, 5 + 6 + 7),
-        None: OwnerStats(1, 9),
-    }
+    assert stats.owners == {"django.contrib.auth": 1, "social_django": 2, None: 1}
+    report = Report.from_stats(stats, total_sessions=2)
+    assert report.owners == (
+        OwnerLine("social_django", 2, 5 + 6 + 7),
+        OwnerLine("django.contrib.auth", 1, 10 + 4),
+        OwnerLine(None, 1, 9),
+    )
     assert stats.keys.lines["a_state_*"].owner == Owner("social_django")
 
 
