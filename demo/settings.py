@@ -17,6 +17,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.messages",
     "django.contrib.sessions",
+    "social_django",
     "analyze_sessions",
     "demo",
 ]
@@ -47,5 +48,14 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # Flash messages live in the session, as on many sites behind a CDN.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 LOGIN_REDIRECT_URL = "/account/"
+# "Log in with GitHub" through social-auth-app-django: each login started
+# and never finished leaves its OAuth state in the session, under a key
+# named after the state itself.
+AUTHENTICATION_BACKENDS = [
+    "social_core.backends.github.GithubOAuth2",
+    "django.contrib.auth.backends.ModelBackend",
+]
+SOCIAL_AUTH_GITHUB_KEY = "demo-client-id"
+SOCIAL_AUTH_GITHUB_SECRET = "demo-client-secret"
 # The demo logs hundreds of users in; a slow password hash would only slow it.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

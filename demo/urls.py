@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.views import LoginView
-from django.urls import path
+from django.urls import include, path
 
 from demo import views
 
@@ -14,4 +14,5 @@ urlpatterns = [
     path("contact/", views.contact),
     path("checkout/<str:step>/", views.checkout),
     path("reports/preview/", views.report_preview),
+    path("social/", include("social_django.urls", namespace="social")),
 ]

@@ -82,8 +82,10 @@ class Command(BaseCommand):
         elif kind < 0.82:
             self.browse(client)
             self.check_out(client)
-        else:
+        elif kind < 0.90:
             self.post(client, "/contact/", {"message": "Where is my order?"})
+        else:
+            self.abandon_github_logins(client)
         if visitor % 250 == 0:
             # A handful of report previews, 20-60 KB each.
             self.log_in(client)
@@ -100,6 +102,14 @@ class Command(BaseCommand):
             ids = self.random.sample(range(1, 500), 20)
             query = self.random.choice(["red shoes", "rain coat", "gift card", "socks"])
             self.get(client, "/search/", {"q": query, "id": ids})
+
+    def abandon_github_logins(self, client: Client) -> None:
+        """Start logging in with GitHub, once or more, and never come back."""
+        self.browse(client)
+        for _ in range(self.random.choice([1, 1, 1, 2, 3])):
+            self.requests += 1
+            response = client.post("/social/login/github/")
+            assert response.status_code == 302, response.status_code
 
     def log_in(self, client: Client) -> None:
         username = self.random.choice(self.usernames)
