@@ -112,6 +112,14 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
             f"Cannot merge '{path}': it is not a JSON report of a shard (made with "
             f"--shard and --format json)."
         ) from None
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    merged = _validator().schema["properties"]["schema_version"]["const"]
+    if type(version) is int and version != merged:
+        raise ShardReportError(
+            f"Cannot merge '{path}': it is a report of schema version "
+            f"{min(max(version, 0), 10**6)}, and this version merges version {merged} "
+            f"only: run its shard again with this version."
+        )
     problem = next(iter(_validator().iter_errors(document)), None)
     if problem is None and not (document.get("filters") or {}).get("shard"):
         raise ShardReportError(

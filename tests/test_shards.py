@@ -245,3 +245,30 @@ def test_a_report_of_more_items_than_any_shard_holds_is_refused(
         f"CommandError: Cannot merge '{reports[1]}': it holds more than any report of a shard "
         f"can ({items - 1} items).\n"
     )
+
+
+def test_a_report_of_another_schema_version_is_refused_by_name(reports: list[Path]) -> None:
+    first, second = reports
+    older = changed(first, lambda document: document.update(schema_version=1))
+
+    assert merge(older, second) == (
+        "",
+        f"CommandError: Cannot merge '{older}': it is a report of schema version 1, and this "
+        f"version merges version 2 only: run its shard again with this version.\n",
+        1,
+    )
+
+
+def test_shard_states_hold_patterns_not_tokens(tmp_path: Path) -> None:
+    token = "Xq7ZkLmP2vRtY9wBcD4hJ8sNpQ3fGa6e"
+    session_via_view(**{f"github_oauth2_state_{token}": "1", "next": "/"})
+    session_via_view(**{f"github_oauth2_state_{token[::-1]}": "1"})
+
+    paths = shard_reports(tmp_path)
+    merged, _, _ = merge(*paths)
+
+    texts = [path.read_text() for path in paths] + [merged]
+    # The sessions fall in either shard, or both in one.
+    assert sum(text.count('"github_oauth2_state_*"') for text in texts[:2]) >= 2
+    assert not any(token in text or token[::-1] in text for text in texts)
+    assert "    github_oauth2_state_* (2 times, avg. size " in merged
