@@ -40,6 +40,7 @@ _SEPARATORS = re.compile(r"([_-]+)")
 _DIGITS = re.compile(r"[0-9]+")
 _HEX = re.compile(r"[0-9a-fA-F]{8,}")
 _GLUED_DIGITS = re.compile(r"[0-9]{4,}")
+_DIGIT, _LOWER, _UPPER = re.compile("[0-9]"), re.compile("[a-z]"), re.compile("[A-Z]")
 # The words of an identifier: acronyms, (capitalised) words, digits, and
 # capitals alone (what is left of random mixed case).
 _SEGMENT = re.compile(r"[A-Z]{2,}(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[A-Z]")
@@ -58,16 +59,27 @@ class KeyPattern(NamedTuple):
     token: bool
 
 
-@lru_cache(maxsize=4096)
 def key_pattern(key: str) -> KeyPattern:
     """``key`` with its ids and tokens made ``*``: ``search_3a59507b24`` is ``search_*``."""
+    # Names of real keys are short and repeat: those are looked up once.
+    return _cached_pattern(key) if len(key) <= _CACHED_LENGTH else _pattern(key)
+
+
+_CACHED_LENGTH = 200
+# A token starts in the last parts of a run: a name of thousands of parts
+# is not searched from each of them, at a cost that grows as their square.
+_MOST_PIECES = 32
+
+
+def _pattern(key: str) -> KeyPattern:
     token = False
 
     def run(match: re.Match[str]) -> str:
         nonlocal token
         parts = _SEPARATORS.split(match.group())
         # parts alternates words and separators: words are at even indexes.
-        for index in range(0, len(parts), 2):
+        words = (len(parts) + 1) // 2
+        for index in range(2 * max(0, words - _MOST_PIECES), len(parts), 2):
             if _starts_token(parts, index):
                 token = True
                 return "".join(parts[:index]) + "*"
@@ -79,6 +91,9 @@ def key_pattern(key: str) -> KeyPattern:
     return KeyPattern(pattern, token)
 
 
+_cached_pattern = lru_cache(maxsize=4096)(_pattern)
+
+
 def is_token(text: str, pieces: list[str] | None = None) -> bool:
     """
     Whether letters and digits ``text`` look random: see the module's
@@ -87,15 +102,11 @@ def is_token(text: str, pieces: list[str] | None = None) -> bool:
     """
     if len(text) < TOKEN_LENGTH:
         return False
-    has_digit = has_lower = has_upper = False
-    for character in text:
-        if character.isdigit():
-            has_digit = True
-        elif character.islower():
-            has_lower = True
-        else:
-            has_upper = True
-    if not (has_lower and has_upper) and not (has_digit and (has_lower or has_upper)):
+    has_lower = _LOWER.search(text) is not None
+    has_upper = _UPPER.search(text) is not None
+    if not (has_lower and has_upper) and not (
+        (has_lower or has_upper) and _DIGIT.search(text) is not None
+    ):
         return False
     return not _reads_as_identifier(*(pieces or [text]))
 

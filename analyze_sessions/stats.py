@@ -24,6 +24,12 @@ COOKIE_LIMIT = 4096
 # apart, so that a million made-up names cannot take the memory.
 MAX_REFUSED_CLASSES = 20
 OTHER_CLASSES = "(other classes)"
+# The most lines of keys (and of nested paths) kept, whatever names the
+# store's keys have: keys past them are counted on one line. And the most of
+# a key's name a line keeps.
+MAX_LINES = 100_000
+OTHER_KEYS = "(other keys)"
+MAX_NAME_LENGTH = 200
 
 
 @dataclass(slots=True)
@@ -82,12 +88,12 @@ class KeyTable:
         for key, size in entries.items():
             line = lines.get(key)
             if line is None or line.key != key:
-                name = self._name(key)
+                name, shown = self._name(key)
                 if name != key:
                     if in_patterns is None:
                         in_patterns = {}
                     in_patterns[name] = in_patterns.get(name, 0) + size
-                    self._seen(name, key)
+                    self._seen(name, key if shown else None)
                     continue
                 if line is None:
                     line = lines[key] = KeyStats(key=key, owner=self.owners(key))
@@ -107,17 +113,21 @@ class KeyTable:
 
     def safe_name(self, key: str) -> str:
         """``key``, or its pattern where it holds a token that is not to be shown."""
-        if not self.grouped:
-            return key
-        found = key_pattern(key)
-        return found.pattern if found.token else key
+        name = key_pattern(key).pattern if self.grouped and key_pattern(key).token else key
+        return _cut(name)
 
     def merge(self, other: KeyTable) -> None:
         for name, line in other.lines.items():
             mine = self.lines.get(name)
+            if mine is None and len(self.lines) >= MAX_LINES:
+                # Past the most lines kept, on the line of the other keys: a
+                # session may count there once for each line it had apart.
+                name, mine = OTHER_KEYS, self.lines.get(OTHER_KEYS)
             if mine is None:
+                owner = None if name == OTHER_KEYS else line.owner
+                key = None if name == OTHER_KEYS else line.key
                 self.lines[name] = KeyStats(
-                    line.sessions, line.total_bytes, line.max_bytes, line.key, line.owner
+                    line.sessions, line.total_bytes, line.max_bytes, key, owner
                 )
             else:
                 mine.merge(line)
@@ -127,15 +137,29 @@ class KeyTable:
             return NotImplemented
         return (self.grouped, self.lines) == (other.grouped, other.lines)
 
-    def _name(self, key: str) -> str:
-        return key_pattern(key).pattern if self.grouped else key
+    def _name(self, key: str) -> tuple[str, bool]:
+        """
+        The name of ``key``'s line, and whether that line may show ``key``
+        while it is its only key: not where the key holds a token, nor where
+        the name is cut short, or is that of the keys past the most kept.
+        """
+        if self.grouped:
+            found = key_pattern(key)
+            name, shown = found.pattern, not found.token
+        else:
+            name, shown = key, True
+        if len(name) > MAX_NAME_LENGTH:
+            name, shown = _cut(name), False
+        if name not in self.lines and len(self.lines) >= MAX_LINES:
+            name, shown = OTHER_KEYS, False
+        return name, shown
 
-    def _seen(self, name: str, key: str) -> None:
-        """Note that ``key`` is one of pattern ``name``'s keys."""
+    def _seen(self, name: str, key: str | None) -> None:
+        """Note that ``key`` (None: one not to show) is one of line ``name``'s keys."""
         line = self.lines.get(name)
         if line is None:
-            shown = None if key_pattern(key).token else key
-            self.lines[name] = KeyStats(key=shown, owner=self.owners(name))
+            owner = None if name == OTHER_KEYS else self.owners(name)
+            self.lines[name] = KeyStats(key=key, owner=owner)
         elif line.key is not None and line.key != key:
             line.key = None
 
@@ -542,6 +566,11 @@ _TOTALS = (
     "over_cookie_limit",
     "over_memcached_limit",
 )
+
+
+def _cut(name: str) -> str:
+    """A name cut to MAX_NAME_LENGTH characters, and marked so, if longer."""
+    return name if len(name) <= MAX_NAME_LENGTH else f"{name[:MAX_NAME_LENGTH]}\u2026"
 
 
 def _lines_state(table: KeyTable) -> dict[str, list[Any]]:

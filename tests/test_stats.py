@@ -12,6 +12,7 @@ from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
 from analyze_sessions.owners import Owner, Owners
 from analyze_sessions.report import OwnerLine, Report
 from analyze_sessions.stats import (
+    OTHER_KEYS,
     KeyStats,
     LargeSession,
     SizeDistribution,
@@ -225,3 +226,39 @@ def test_the_largest_sessions_tie_on_size_by_key(top: int) -> None:
 
     expected = sorted(sizes_and_keys, reverse=True)[:top]
     assert [(s.stored_size, s.key) for s in stats.largest.largest_first()] == expected
+
+
+def test_the_lines_kept_are_bounded_and_the_rest_summed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("analyze_sessions.stats.MAX_LINES", 3)
+    sessions = [
+        DecodedSession(100, 60, {"alpha": 1, "beta": 2}),
+        DecodedSession(100, 60, {"gamma": 3, "delta": 4, "epsilon": 5}),
+        DecodedSession(100, 60, {"alpha": 6, "zeta": 7}),
+    ]
+
+    stats = stats_of(sessions)
+
+    assert stats.keys.lines == {
+        "alpha": KeyStats(2, 1 + 6, 6, key="alpha"),
+        "beta": KeyStats(1, 2, 2, key="beta"),
+        "gamma": KeyStats(1, 3, 3, key="gamma"),
+        # One session counts once for all its keys past the three lines.
+        OTHER_KEYS: KeyStats(2, 4 + 5 + 7, 4 + 5, key=None),
+    }
+    # Merged, parts keep as many lines, and every byte.
+    merged = stats_of(sessions[:1])
+    merged.merge(stats_of(sessions[1:]))
+    assert set(merged.keys.lines) == {"alpha", "beta", "gamma", OTHER_KEYS}
+    assert sum(line.total_bytes for line in merged.keys.lines.values()) == 1 + 2 + 3 + 4 + 5 + 6 + 7
+
+
+def test_long_names_are_cut_and_never_shown_whole() -> None:
+    long_key = "report_" + "x" * 1000
+    other_long_key = "report_" + "x" * 999 + "y"
+
+    stats = stats_of([DecodedSession(5000, 4000, {long_key: 10, other_long_key: 20})])
+
+    cut = f"report_{'x' * 193}\u2026"
+    assert stats.keys.lines == {cut: KeyStats(1, 30, 30, key=None)}
+    assert stats.keys.shown(cut) == cut
+    assert stats.largest.largest_first()[0].largest_key == cut
