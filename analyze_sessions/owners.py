@@ -31,6 +31,8 @@ from pathlib import Path
 # What one read of the sources may cost, on a site of any size.
 MAX_SOURCE_FILES = 20_000
 MAX_SOURCE_SIZE = 1024 * 1024
+# The fewest letters a pattern read from the source has, to claim keys.
+MIN_PATTERN_LETTERS = 3
 _SKIPPED_DIRECTORIES = frozenset({"tests", "test", "migrations", "node_modules", "static"})
 _SESSION_METHODS = frozenset({"get", "pop", "setdefault", "__getitem__", "__setitem__"})
 # Apps whose keys the table has (Django's), or that keep none (this one).
@@ -52,12 +54,14 @@ class Owners:
 
     def __init__(self, found: Iterable[tuple[str, Owner]]) -> None:
         self._exact: dict[str, Owner] = {}
-        self._patterns: list[tuple[re.Pattern[str], Owner]] = []
+        patterns: list[tuple[list[str], Owner]] = []
         for key, owner in found:
             if "*" in key:
-                self._patterns.append((_matcher(key), owner))
+                patterns.append((key.split("*"), owner))
             else:
                 self._exact.setdefault(key, owner)
+        # The pattern that says most first: wizard_checkout_* before wizard_*.
+        self._patterns = sorted(patterns, key=lambda found: -sum(map(len, found[0])))
         self._cache: dict[str, Owner | None] = {}
 
     def __getstate__(self) -> dict[str, object]:
@@ -81,13 +85,26 @@ class Owners:
     def _find(self, key: str) -> Owner | None:
         owner = self._exact.get(key)
         if owner is None:
-            owner = next((owner for test, owner in self._patterns if test.fullmatch(key)), None)
+            owner = next((owner for parts, owner in self._patterns if _matches(parts, key)), None)
         return owner
 
 
-def _matcher(pattern: str) -> re.Pattern[str]:
-    """A pattern's test: ``*`` is any run of characters, a ``*`` of a name's included."""
-    return re.compile(".*".join(map(re.escape, pattern.split("*"))), re.DOTALL)
+def _matches(parts: list[str], name: str) -> bool:
+    """
+    Whether ``name`` (a ``*`` of its own included) is what the pattern of
+    ``parts`` (the pattern split at its ``*``) stands for: in time linear in
+    the name, as a regular expression of many ``.*`` would not be.
+    """
+    first, *middle, last = parts
+    if len(name) < len(first) + len(last) or not (name.startswith(first) and name.endswith(last)):
+        return False
+    position, end = len(first), len(name) - len(last)
+    for part in middle:
+        found = name.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
 
 
 NO_OWNERS = Owners(())
@@ -169,7 +186,9 @@ def _session_keys(path: Path) -> list[tuple[str, int]]:
         if not path.is_file() or path.stat().st_size > MAX_SOURCE_SIZE:
             return []
         tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError, ValueError):
+    # Not Python, or more deeply nested than the parser goes (RecursionError,
+    # MemoryError): no module that runs, so no key of the site's.
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return []
     constants = {
         target.id: node.value.value
@@ -222,5 +241,8 @@ def _key(node: ast.expr, constants: dict[str, str]) -> str | None:
         pattern = "".join(
             str(part.value) if isinstance(part, ast.Constant) else "*" for part in node.values
         )
-        return None if pattern.strip("*") == "" else re.sub(r"\*+", "*", pattern)
+        # f"{a}_{b}" would claim every key with a "_": a pattern must say more.
+        if len(re.findall("[A-Za-z]", pattern)) < MIN_PATTERN_LETTERS:
+            return None
+        return re.sub(r"\*+", "*", pattern)
     return None

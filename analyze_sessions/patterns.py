@@ -2,26 +2,33 @@
 Key patterns: session keys that differ only by the ids or random tokens in
 them, and the rule that finds those.
 
-A key's pattern has a ``*`` for each of these:
+A key's parts are what ``_``, ``-``, ``+``, ``/``, ``=`` and ``%`` separate
+in a run of those and ASCII letters and digits; any other character ends a
+run. A key's pattern has a ``*`` in place of each of these:
 
-- a UUID;
-- a part that is all digits, or all hexadecimal digits and 8 or more long
-  (the parts of a key are what ``_``, ``-`` and any character other than an
-  ASCII letter or digit separate);
-- a run of 4 or more digits inside a part (``cart1234``, not ``oauth2``);
-- a random token: 12 or more letters and digits, from one part to the end
-  of its run of parts (tokens of base64url have ``_`` and ``-`` in them),
+- an id: a part of 1 to 5 digits, or of 8 to 15 hexadecimal digits; and a
+  run of 4 or more digits inside a part (``cart1234``, not ``oauth2``);
+- a token: a UUID; a part of 6 or more digits, or of 16 or more
+  hexadecimal digits; and 12 or more letters and digits, in one part or in
+  parts that follow one another (tokens of base64 have separators in them),
   that mix letters with digits or lower case with upper case, and do not
-  read as an identifier. An identifier is ``camelCase`` or ``PascalCase``
-  words of 3 or more letters, at most two acronyms of at most 5 capitals
-  and two groups of at most 4 digits in all, whose letter pairs are as
-  likely as in the words of Python's and Django's own identifiers (see
-  ``letter_pairs.json``). All lower case letters, or all upper case, is a
-  word, never a token.
+  read as words. A part reads as a word when it is lower case letters (a
+  version of up to 3 digits after them), or, with 3 or more characters,
+  reads as an identifier: ``camelCase`` or ``PascalCase`` words of 3 or
+  more letters, at most one acronym of at most 5 capitals and two groups
+  of at most 4 digits, whose letter pairs are as likely as in the words of
+  Python's and Django's own identifiers (see ``letter_pairs.json``). A
+  word or id of up to 4 characters between two pieces of a token is taken
+  as one more piece; a word before or after pieces too short to be a token
+  is taken with them where together they are one. A part cut short by
+  ``…`` (a nested path's key over 100 characters) is a token unless it
+  reads as a word. All lower case letters, or all upper case, is never a
+  token.
 
 A token is a secret as often as not (an OAuth ``state``, a session key): the
 report never prints one unless asked (``--show-keys``), and always shows
-its key's pattern in place of the key.
+its key's pattern in place of the key. An id is shown where its pattern
+stands for that one key only.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from typing import NamedTuple
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # A run of parts, and the separators between parts of one.
-_RUN = re.compile(r"[A-Za-z0-9_-]+")
-_SEPARATORS = re.compile(r"([_-]+)")
+_RUN = re.compile(r"[A-Za-z0-9_\-+/=%]+")
+_SEPARATORS = re.compile(r"([_\-+/=%]+)")
+_SHORT_DIGITS = re.compile(r"[0-9]{1,5}")
 _DIGITS = re.compile(r"[0-9]+")
-_HEX = re.compile(r"[0-9a-fA-F]{8,}")
+_HEX = re.compile(r"[0-9a-fA-F]{8,15}")
+_LONG_HEX = re.compile(r"[0-9a-fA-F]{16,}")
 _GLUED_DIGITS = re.compile(r"[0-9]{4,}")
 _DIGIT, _LOWER, _UPPER = re.compile("[0-9]"), re.compile("[a-z]"), re.compile("[A-Z]")
 # The words of an identifier: acronyms, (capitalised) words, digits, and
@@ -46,14 +55,19 @@ _DIGIT, _LOWER, _UPPER = re.compile("[0-9]"), re.compile("[a-z]"), re.compile("[
 _SEGMENT = re.compile(r"[A-Z]{2,}(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[A-Z]")
 # What names are made of: lower case words, with a version at most.
 _NAME_WORD = re.compile(r"[a-z]*[0-9]{0,3}")
+CUT_MARK = "\u2026"
 
 TOKEN_LENGTH = 12
 # The least mean log2-probability a letter of an identifier's words has.
 _LEAST_LIKELINESS = -4.5
+# What a part is: a word, an id, an id long enough to be a secret, a token
+# on its own, or anything else (a piece, maybe, of a token that separators
+# cut).
+_WORD, _ID, _SECRET_ID, _TOKEN, _PIECE = range(5)
 
 
 class KeyPattern(NamedTuple):
-    """A key's pattern, and whether a random token was made ``*`` in it."""
+    """A key's pattern, and whether a token, never shown, was made ``*`` in it."""
 
     pattern: str
     token: bool
@@ -66,9 +80,6 @@ def key_pattern(key: str) -> KeyPattern:
 
 
 _CACHED_LENGTH = 200
-# A token starts in the last parts of a run: a name of thousands of parts
-# is not searched from each of them, at a cost that grows as their square.
-_MOST_PIECES = 32
 
 
 def _pattern(key: str) -> KeyPattern:
@@ -76,22 +87,106 @@ def _pattern(key: str) -> KeyPattern:
 
     def run(match: re.Match[str]) -> str:
         nonlocal token
-        parts = _SEPARATORS.split(match.group())
-        # parts alternates words and separators: words are at even indexes.
-        words = (len(parts) + 1) // 2
-        for index in range(2 * max(0, words - _MOST_PIECES), len(parts), 2):
-            if _starts_token(parts, index):
-                token = True
-                return "".join(parts[:index]) + "*"
-        return "".join(
-            _id_pattern(part) if index % 2 == 0 else part for index, part in enumerate(parts)
-        )
+        cut = match.string.startswith(CUT_MARK, match.end())
+        pattern, has_token = _run_pattern(match.group(), cut)
+        token = token or has_token
+        return pattern
 
-    pattern = _RUN.sub(run, _UUID.sub("*", key))
+    without_uuids = _UUID.sub("\0", key)
+    if without_uuids != key:
+        token = True
+    pattern = _RUN.sub(run, without_uuids).replace("\0", "*")
     return KeyPattern(pattern, token)
 
 
 _cached_pattern = lru_cache(maxsize=4096)(_pattern)
+
+
+def _run_pattern(run: str, cut: bool) -> tuple[str, bool]:
+    """A run's pattern, and whether a token was made ``*`` in it."""
+    parts = _SEPARATORS.split(run)
+    # parts alternates words and separators: words are at even indexes.
+    words = parts[0::2]
+    kinds = [_kind(word) for word in words]
+    if cut and not _is_word(words[-1]):
+        kinds[-1] = _TOKEN
+    for index in range(1, len(words) - 1):
+        # A short word or id between two pieces of a token is one more piece.
+        if (
+            kinds[index] in (_WORD, _ID)
+            and len(words[index]) <= 4
+            and kinds[index - 1] in (_PIECE, _TOKEN)
+            and kinds[index + 1] in (_PIECE, _TOKEN)
+        ):
+            kinds[index] = _PIECE
+    starred = [False] * len(words)
+    # The token each part is a piece of, if any: its pieces make one *.
+    spans: list[int | None] = [None] * len(words)
+    has_token = False
+    index = 0
+    while index < len(words):
+        if kinds[index] == _ID:
+            starred[index] = True
+        elif kinds[index] == _SECRET_ID:
+            starred[index] = has_token = True
+        if kinds[index] not in (_PIECE, _TOKEN):
+            index += 1
+            continue
+        # Pieces and tokens next to one another: one token, cut by separators.
+        end = index
+        while end < len(words) and kinds[end] in (_PIECE, _TOKEN):
+            end += 1
+        span = _token_span(words, kinds, index, end)
+        if span is not None:
+            for inside in range(*span):
+                starred[inside], spans[inside] = True, span[0]
+            has_token = True
+        for inside in range(index, end):
+            if kinds[inside] == _TOKEN and not starred[inside]:
+                starred[inside] = has_token = True
+        index = end
+    pattern: list[str] = []
+    for index, word in enumerate(words):
+        if index and spans[index] is not None and spans[index] == spans[index - 1]:
+            pattern.pop()  # The separator between two pieces of one token.
+        elif starred[index]:
+            pattern.append("*")
+        else:
+            pattern.append(_GLUED_DIGITS.sub("*", word))
+        if 2 * index + 1 < len(parts):
+            pattern.append(parts[2 * index + 1])
+    return "".join(pattern), has_token
+
+
+def _token_span(words: list[str], kinds: list[int], start: int, end: int) -> tuple[int, int] | None:
+    """
+    Where the pieces ``words[start:end]`` make a token, with a word either
+    side where they are too short to be one without it; None if they do not.
+    """
+    candidates = [(start, end)]
+    if sum(map(len, words[start:end])) < TOKEN_LENGTH:
+        before = start > 0 and kinds[start - 1] == _WORD
+        after = end < len(words) and kinds[end] == _WORD
+        candidates += [(start - before, end), (start, end + after), (start - before, end + after)]
+    for first, last in candidates:
+        pieces = words[first:last]
+        if is_token("".join(pieces), pieces):
+            return first, last
+    return None
+
+
+def _kind(word: str) -> int:
+    if not word:
+        return _WORD  # Before a leading separator, or after a trailing one.
+    if _DIGITS.fullmatch(word):
+        return _ID if _SHORT_DIGITS.fullmatch(word) else _SECRET_ID
+    if _HEX.fullmatch(word):
+        return _ID
+    if _LONG_HEX.fullmatch(word):
+        return _SECRET_ID
+    if _NAME_WORD.fullmatch(word) or _is_word(word):
+        return _WORD
+    return _TOKEN if is_token(word) else _PIECE
 
 
 def is_token(text: str, pieces: list[str] | None = None) -> bool:
@@ -111,41 +206,9 @@ def is_token(text: str, pieces: list[str] | None = None) -> bool:
     return not _reads_as_identifier(*(pieces or [text]))
 
 
-def _starts_token(parts: list[str], index: int) -> bool:
-    """Whether a token starts at word ``index`` of a run's ``parts`` and runs to its end."""
-    word = parts[index]
-    if _is_id(word):  # An id is made * on its own.
-        return False
-    if index + 2 >= len(parts):
-        return is_token(word)
-    # Tokens of base64url have "_" and "-" in them, so the pieces of one may
-    # be short or read as words: a token starts at the first piece that is no
-    # word of a name, or at a word too short to be one, or at the word
-    # without which the pieces after it are too short to be a token.
-    pieces = parts[index::2]
-    token = "".join(pieces)
-    if _is_word(word):
-        return (
-            len(token) - len(word) < TOKEN_LENGTH
-            and any(not _is_id(piece) and not _is_word(piece) for piece in pieces[1:])
-            and is_token(token, pieces)
-        )
-    return is_token(token, pieces)
-
-
 def _is_word(piece: str) -> bool:
     """Whether a piece of a key reads as a word of a name, and is long enough to be one."""
     return len(piece) > 2 and bool(_NAME_WORD.fullmatch(piece) or _reads_as_identifier(piece))
-
-
-def _is_id(piece: str) -> bool:
-    return bool(_DIGITS.fullmatch(piece) or _HEX.fullmatch(piece))
-
-
-def _id_pattern(word: str) -> str:
-    if word and _is_id(word):
-        return "*"
-    return _GLUED_DIGITS.sub("*", word)
 
 
 def _reads_as_identifier(*pieces: str) -> bool:

@@ -151,11 +151,19 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
     return ShardReport(path, document, outcome)
 
 
-def merge_shard_reports(reports: list[ShardReport]) -> Outcome:
+def merge_shard_reports(reports: list[ShardReport], *, show_keys: bool = False) -> Outcome:
     """
     The outcome of the shards of one split, merged: each of N shards once,
-    made of one store, with the same filters.
+    made of one store, with the same filters, and keys shown by name
+    (--show-keys) in all of them or none, as this merge shows them.
     """
+    for report in reports:
+        if report.outcome.stats.show_keys != show_keys:
+            made, asked = ("with", "without") if not show_keys else ("without", "with")
+            raise ShardReportError(
+                f"Cannot merge '{report.path}': it was made {made} --show-keys, and this "
+                f"merge is {asked} it; merge it as it was made, or run its shard again."
+            )
     first = reports[0]
     for report in reports[1:]:
         differing = [name for name in _SHARED if report.document[name] != first.document[name]]

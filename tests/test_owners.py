@@ -14,6 +14,7 @@ from analyze_sessions.owners import (
     known_keys,
     read_sources,
 )
+from tests.helpers import within
 
 VIEWS = """\
 from django.http import HttpResponse
@@ -123,3 +124,40 @@ def test_the_installed_apps_own_their_keys() -> None:
     assert cart.where is not None and cart.where.startswith("tests/views.py:")
     wizard = owners("wizard_checkout")
     assert wizard is not None and wizard.app == "tests"
+
+
+def test_a_pattern_that_says_little_claims_no_key(tmp_path: Path) -> None:
+    app = tmp_path / "loose"
+    app.mkdir()
+    (app / "views.py").write_text(
+        "def view(request, a, b):\n"
+        "    request.session[f'{a}_{b}'] = 1\n"
+        "    request.session[f'{a}_{b}_filter'] = 1\n"
+    )
+
+    owners = Owners(read_sources([("loose", app)]))
+
+    assert owners("cart_items") is None
+    assert owners("orders_open_filter") == Owner("loose", "loose/views.py:3")
+
+
+def test_matching_a_pattern_takes_time_linear_in_the_name() -> None:
+    owners = Owners([("*_*_*_*_*_*_filter", Owner("slow"))])
+
+    # A regular expression of six .* takes minutes on this name.
+    with within(seconds=1):
+        assert owners("_" * 200) is None
+        assert owners("a_" * 100 + "filter") == Owner("slow")
+
+
+def test_a_source_nested_past_the_parser_is_skipped(tmp_path: Path) -> None:
+    app = tmp_path / "deep"
+    app.mkdir()
+    (app / "views.py").write_text(
+        "x = " + "+".join(['"a"'] * 50_000) + "\n"
+        "def view(request):\n    request.session['kept'] = 1\n"
+    )
+    (app / "forms.py").write_text("x = " + "-" * 200_000 + "1\n")
+    (app / "urls.py").write_text("def view(request):\n    request.session['found'] = 1\n")
+
+    assert [key for key, _ in read_sources([("deep", app)])] == ["found"]

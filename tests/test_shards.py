@@ -272,3 +272,23 @@ def test_shard_states_hold_patterns_not_tokens(tmp_path: Path) -> None:
     assert sum(text.count('"github_oauth2_state_*"') for text in texts[:2]) >= 2
     assert not any(token in text or token[::-1] in text for text in texts)
     assert "    github_oauth2_state_* (2 times, avg. size " in merged
+
+
+def test_shards_that_show_keys_merge_only_with_show_keys(tmp_path: Path) -> None:
+    token = "Xq7ZkLmP2vRtY9wBcD4hJ8sNpQ3fGa6e"
+    for n in range(6):
+        session_via_view(**{f"github_oauth2_state_{n}{token}": "1"})
+    shown = shard_reports(tmp_path, "--show-keys")
+    grouped = shard_reports(tmp_path)
+
+    for first, second in ((shown[0], grouped[1]), (grouped[0], shown[1])):
+        out, err, returncode = merge(first, second)
+        assert (out, returncode) == ("", 1)
+        assert "--show-keys" in err and token not in err
+    out, err, returncode = merge(*shown)
+    assert "CommandError: Cannot merge" in err and "made with --show-keys" in err
+    assert token not in out
+    out, err, returncode = run_command("--merge", *map(str, shown), "--show-keys")
+    assert (err, returncode) == ("", 0)
+    key_lines = [line for line in out.splitlines() if line.startswith("    github_oauth2_state_")]
+    assert len(key_lines) == 6 and all(token in line for line in key_lines)

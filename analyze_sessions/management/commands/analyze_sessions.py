@@ -192,7 +192,7 @@ class Command(BaseCommand):
         if options["mail_admins"] and not settings.ADMINS:
             raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
         if options["merge"]:
-            outcome, document = self._merged(options["merge"])
+            outcome, document = self._merged(options["merge"], show_keys=options["show_keys"])
             report = Report.from_stats(
                 outcome.stats,
                 **_counts(outcome),
@@ -322,14 +322,14 @@ class Command(BaseCommand):
         except InvalidShard as error:
             raise CommandError(str(error)) from error
 
-    def _merged(self, paths: list[str]) -> tuple[Outcome, dict[str, Any]]:
+    def _merged(self, paths: list[str], *, show_keys: bool) -> tuple[Outcome, dict[str, Any]]:
         """
         The outcome of the shards whose JSON reports are at ``paths``, and
         the first report, for what the shards share (engine, filters, disk).
         """
         try:
             reports = [read_shard_report(path) for path in paths]
-            return merge_shard_reports(reports), reports[0].document
+            return merge_shard_reports(reports, show_keys=show_keys), reports[0].document
         except ShardReportError as error:
             raise CommandError(str(error)) from error
 
