@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -75,10 +74,20 @@ class KeyPattern(NamedTuple):
 
 def key_pattern(key: str) -> KeyPattern:
     """``key`` with its ids and tokens made ``*``: ``search_3a59507b24`` is ``search_*``."""
-    # Names of real keys are short and repeat: those are looked up once.
-    return _cached_pattern(key) if len(key) <= _CACHED_LENGTH else _pattern(key)
+    found = _FOUND.get(key)
+    if found is None:
+        found = _pattern(key)
+        # Names without tokens repeat, and are short: those are kept, so
+        # far; a token is seldom seen twice.
+        if not found.token and len(key) <= _CACHED_LENGTH:
+            if len(_FOUND) >= _CACHED:
+                _FOUND.clear()
+            _FOUND[key] = found
+    return found
 
 
+_FOUND: dict[str, KeyPattern] = {}
+_CACHED = 10_000
 _CACHED_LENGTH = 200
 
 
@@ -97,9 +106,6 @@ def _pattern(key: str) -> KeyPattern:
         token = True
     pattern = _RUN.sub(run, without_uuids).replace("\0", "*")
     return KeyPattern(pattern, token)
-
-
-_cached_pattern = lru_cache(maxsize=4096)(_pattern)
 
 
 def _run_pattern(run: str, cut: bool) -> tuple[str, bool]:
@@ -163,6 +169,8 @@ def _token_span(words: list[str], kinds: list[int], start: int, end: int) -> tup
     Where the pieces ``words[start:end]`` make a token, with a word either
     side where they are too short to be one without it; None if they do not.
     """
+    if end - start == 1 and kinds[start] == _TOKEN:
+        return start, end  # A token on its own, judged already.
     candidates = [(start, end)]
     if sum(map(len, words[start:end])) < TOKEN_LENGTH:
         before = start > 0 and kinds[start - 1] == _WORD
@@ -184,9 +192,11 @@ def _kind(word: str) -> int:
         return _ID
     if _LONG_HEX.fullmatch(word):
         return _SECRET_ID
-    if _NAME_WORD.fullmatch(word) or _is_word(word):
+    if _NAME_WORD.fullmatch(word):
         return _WORD
-    return _TOKEN if is_token(word) else _PIECE
+    if len(word) > 2 and _reads_as_identifier(word):
+        return _WORD
+    return _TOKEN if len(word) >= TOKEN_LENGTH and _mixed(word) else _PIECE
 
 
 def is_token(text: str, pieces: list[str] | None = None) -> bool:
@@ -195,15 +205,18 @@ def is_token(text: str, pieces: list[str] | None = None) -> bool:
     docstring. ``pieces`` are its pieces where separators cut it: no word of
     an identifier runs across them.
     """
-    if len(text) < TOKEN_LENGTH:
-        return False
-    has_lower = _LOWER.search(text) is not None
-    has_upper = _UPPER.search(text) is not None
-    if not (has_lower and has_upper) and not (
-        (has_lower or has_upper) and _DIGIT.search(text) is not None
-    ):
+    if len(text) < TOKEN_LENGTH or not _mixed(text):
         return False
     return not _reads_as_identifier(*(pieces or [text]))
+
+
+def _mixed(text: str) -> bool:
+    """Whether ``text`` mixes lower case with upper case, or letters with digits."""
+    has_lower = _LOWER.search(text) is not None
+    has_upper = _UPPER.search(text) is not None
+    if has_lower and has_upper:
+        return True
+    return (has_lower or has_upper) and _DIGIT.search(text) is not None
 
 
 def _is_word(piece: str) -> bool:

@@ -113,8 +113,11 @@ class KeyTable:
 
     def safe_name(self, key: str) -> str:
         """``key``, or its pattern where it holds a token that is not to be shown."""
-        name = key_pattern(key).pattern if self.grouped and key_pattern(key).token else key
-        return _cut(name)
+        if self.grouped:
+            found = key_pattern(key)
+            if found.token:
+                return _cut(found.pattern)
+        return _cut(key)
 
     def merge(self, other: KeyTable) -> None:
         for name, line in other.lines.items():
