@@ -179,11 +179,15 @@ def read(
     return outcome
 
 
-def read_in_parallel(plan: Plan, ranges: list[KeyRange]) -> Outcome:
+def read_in_parallel(
+    plan: Plan, ranges: list[KeyRange], rowids: list[tuple[int, int]] | None = None
+) -> Outcome:
     """
     Read each range of keys in a worker process of its own, and merge what
-    they read. The workers are forked, so they share the parent's settings;
-    each opens its own database connection.
+    they read; on SQLite, with ``rowids``, each part of the table's rowids
+    within each range (see DatabaseSource.rowid_parts). The workers are
+    forked, so they share the parent's settings; each opens its own
+    database connection.
 
     Ctrl-C tells them to stop after their batch, and what they read is
     still merged. A worker that dies without its result (killed by the
@@ -196,7 +200,8 @@ def read_in_parallel(plan: Plan, ranges: list[KeyRange]) -> Outcome:
     jobs: dict[Connection, tuple[int, Any]] = {}
     for index, keys in enumerate(ranges):
         receiver, sender = context.Pipe(duplex=False)
-        worker = context.Process(target=_job, args=(plan, keys, stop, sender), daemon=True)
+        part = None if rowids is None else rowids[index]
+        worker = context.Process(target=_job, args=(plan, keys, part, stop, sender), daemon=True)
         worker.start()
         sender.close()  # The worker's end: the parent sees EOF once the worker is gone.
         jobs[receiver] = (index, worker)
@@ -227,8 +232,10 @@ def read_in_parallel(plan: Plan, ranges: list[KeyRange]) -> Outcome:
     return merged
 
 
-def _job(plan: Plan, keys: KeyRange, stop: Any, sender: Connection) -> None:
-    """One worker: read ``keys``, and send the outcome to the parent."""
+def _job(
+    plan: Plan, keys: KeyRange, rowids: tuple[int, int] | None, stop: Any, sender: Connection
+) -> None:
+    """One worker: read ``keys`` (of ``rowids``), and send the outcome to the parent."""
     # Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -238,6 +245,8 @@ def _job(plan: Plan, keys: KeyRange, stop: Any, sender: Connection) -> None:
 
     try:
         source = open_plan(plan, keys)
+        if rowids is not None:
+            source.rowids = rowids  # type: ignore[attr-defined]  # A DatabaseSource.
         try:
             outcome = read(plan, source, on_batch=stop_if_asked)
         finally:

@@ -125,6 +125,19 @@ def test_jobs_give_the_report_one_process_gives(jobs: str) -> None:
     assert together == alone
 
 
+@pytest.mark.django_db(transaction=True)
+def test_jobs_within_a_shard_read_that_shard_only() -> None:
+    make_store()
+
+    processed = 0
+    for shard in ("1/2", "2/2"):
+        alone = run_command(f"--shard={shard}", "--top=50")
+        together = run_command(f"--shard={shard}", "--jobs=3", "--top=50")
+        assert together == alone
+        processed += int(alone[0].split()[1])
+    assert processed == 43
+
+
 @pytest.mark.django_db
 def test_shards_merged_give_the_report_of_the_whole(tmp_path: Path) -> None:
     make_store()

@@ -84,6 +84,35 @@ def test_scan_visits_every_session_once_in_keyset_pages(batch_size: int) -> None
     assert not any("OFFSET" in query["sql"].upper() for query in queries)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_parts_of_a_sqlite_table_are_read_each_once(parts: int) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("Only SQLite tables are split by rowid.")
+    keys = make_sessions(20)
+    Session.objects.filter(pk__in=sorted(keys)[:5]).delete()  # Gaps in the rowids.
+
+    rowids = source().rowid_parts(parts)
+    assert rowids is not None and len(rowids) == parts
+    readers = []
+    for part in rowids:
+        reader = source(batch_size=4)
+        reader.rowids = part
+        readers.append(reader)
+    seen = [[raw.key for batch in reader.scan() for raw in batch] for reader in readers]
+
+    assert sorted(key for part in seen for key in part) == sorted(keys)[5:]
+    assert [reader.total_sessions() for reader in readers] == [len(part) for part in seen]
+    # In storage order, each part after the one before.
+    assert [low for low, _ in rowids[1:]] == [high for _, high in rowids[:-1]]
+
+
+def test_an_empty_sqlite_table_is_one_empty_part_a_job() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("Only SQLite tables are split by rowid.")
+
+    assert source().rowid_parts(2) == [(0, 0), (0, 1)]
+
+
 def test_scan_yields_what_the_store_holds() -> None:
     key = session_via_view(foo="bar")
     stored = Session.objects.get(pk=key)

@@ -31,6 +31,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Length
 from django.utils.dateparse import parse_datetime
 
@@ -218,6 +219,9 @@ class DatabaseSource:
 
     # Reads what it finds when it finds it: nothing is listed first, to be gone after.
     sessions_gone = 0
+    # On SQLite, the part of the table's rowids [low, high) this source reads,
+    # where --jobs splits a table by its storage order: see rowid_parts().
+    rowids: tuple[int, int] | None = None
 
     _fields = ("session_key", "readable_data", "expire_date", "stored_size")
     # The pauses before each new try of a query whose connection was lost.
@@ -350,6 +354,10 @@ class DatabaseSource:
         if last is not None:
             where.append("rowid > %s")
             params.append(last)
+        if self.rowids is not None:
+            # A seek in the table's own B-tree: each job reads its part only.
+            where.append("rowid >= %s AND rowid < %s")
+            params.extend(self.rowids)
         # The unary + keeps SQLite from reading a range of keys through their
         # index, in key order, only to sort it again by rowid.
         low, high = self.key_range
@@ -523,8 +531,33 @@ class DatabaseSource:
             reader.connection.text_factory = _LENIENT_TEXT
         return reader
 
+    def rowid_parts(self, count: int) -> list[tuple[int, int]] | None:
+        """
+        The table's rowids in ``count`` parts of equal spans, for as many
+        jobs to read a SQLite table each a part, rather than each the whole
+        of it for its range of keys; None where the sessions have no rowids.
+        """
+        if not self._has_rowid():
+            return None
+        quote = connections[self.using].ops.quote_name
+        [(low, high)] = self._run(
+            self._select,
+            f"SELECT MIN(rowid), MAX(rowid) FROM {quote(self.model._meta.db_table)}",
+            (),
+        )
+        if low is None:
+            low = high = 0
+        step = (high + 1 - low) / count
+        bounds = [low + round(step * part) for part in range(count)] + [high + 1]
+        return list(zip(bounds, bounds[1:], strict=False))
+
     def _all(self) -> QuerySet[Model]:
         sessions: QuerySet[Model] = self.model._base_manager.using(self.using)
+        if self.rowids is not None:
+            low_rowid, high_rowid = self.rowids
+            sessions = sessions.alias(
+                storage_rowid=RawSQL("rowid", (), output_field=BigIntegerField())
+            ).filter(storage_rowid__gte=low_rowid, storage_rowid__lt=high_rowid)
         low, high = self.key_range
         if low is not None:
             sessions = sessions.filter(session_key__gte=low)

@@ -224,9 +224,14 @@ class Command(BaseCommand):
                         "--jobs cannot share a database connection pool between processes: "
                         "run it with a database alias that has no OPTIONS['pool']."
                     )
-                # Each job reads its part of this shard's keys.
-                ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
-                outcome = read_in_parallel(plan, ranges)
+                # Each job reads its part of this shard's keys, or on SQLite
+                # its part of the table, which it can seek to.
+                rowids = source.rowid_parts(jobs)
+                if rowids is not None:
+                    ranges = [key_range(shard, shards)] * jobs
+                else:
+                    ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
+                outcome = read_in_parallel(plan, ranges, rowids)
             else:
                 progress = self._progress(options["verbosity"])
                 try:
