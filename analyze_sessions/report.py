@@ -613,7 +613,10 @@ def render_json(
     document = to_json(report, show_keys=show_keys)
     if state is not None:
         document["state"] = state
-    yield json.dumps(document, indent=2)
+    # A line at a time, as the other formats: a reader that stops reading
+    # (| head) is then seen at the next line, and one write of megabytes is
+    # not half done when it is.
+    yield from json.dumps(document, indent=2).splitlines()
 
 
 CSV_HEADER = (
