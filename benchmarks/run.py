@@ -5,11 +5,12 @@ Measure analyze_sessions against the cost of decoding, side by side.
     python -m benchmarks.run --token-keys [--sessions N]
 
 Generates N realistic sessions into SQLite (kept in benchmarks/.data, so a
-second run reuses them), and copies them into a throwaway PostgreSQL server
-where one can be started here (PostgreSQL installed, and the test suite's
-psycopg and mirakuru); then times each variant of benchmarks/variants.py in
-a process of its own, on each database, and prints a table of wall times,
-ratios to the floor and to the tight floor, and peak RSS.
+second run reuses them), and copies them into throwaway PostgreSQL and
+MariaDB servers where they can be started here (the servers installed, and
+the test suite's psycopg, mysqlclient and mirakuru); then times each
+variant of benchmarks/variants.py in a process of its own, on each
+database, and prints a table of wall times, ratios to the floor and to the
+tight floor, and peak RSS.
 
 With --token-keys, the sessions also hold one to three keys named after a
 random OAuth state each (as social-auth-app-django names them), so that the
@@ -199,6 +200,55 @@ def postgresql_store(stores: dict[int, Path]) -> tuple[dict[str, str], Callable[
     return env, server.stop
 
 
+def mariadb_store(stores: dict[int, Path]) -> tuple[dict[str, str], Callable[[], None]]:
+    """As postgresql_store(), on a throwaway MariaDB server."""
+    import MySQLdb  # type: ignore[import-untyped]
+
+    from tests import servers  # Needs the test suite's mirakuru.
+
+    server = servers.start_mariadb()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCHMARK_DB": "mysql"}
+    env.update(BENCHMARK_DB_HOST=server.settings["HOST"], BENCHMARK_DB_PORT=server.settings["PORT"])
+    try:
+        admin = MySQLdb.connect(
+            host=env["BENCHMARK_DB_HOST"], port=int(env["BENCHMARK_DB_PORT"]), user="root"
+        )
+        for count, path in stores.items():
+            admin.cursor().execute(f"CREATE DATABASE sessions_{count} CHARACTER SET utf8mb4")
+            env["BENCHMARK_DB_NAME"] = f"sessions_{count}"
+            subprocess.run(
+                [sys.executable, "-m", "django", "migrate", "-v0"],
+                env={**env, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
+                check=True,
+            )
+            source = sqlite3.connect(path)
+            rows = source.execute(
+                "SELECT session_key, session_data, expire_date FROM django_session ORDER BY rowid"
+            )
+            database = MySQLdb.connect(
+                host=env["BENCHMARK_DB_HOST"],
+                port=int(env["BENCHMARK_DB_PORT"]),
+                user="root",
+                database=f"sessions_{count}",
+            )
+            cursor = database.cursor()
+            while batch := [row for _, row in zip(range(5_000), rows, strict=False)]:
+                cursor.executemany(
+                    "INSERT INTO django_session (session_key, session_data, expire_date) "
+                    "VALUES (%s, %s, %s)",
+                    [(key, data, expires.split("+")[0]) for key, data, expires in batch],
+                )
+                database.commit()
+            cursor.execute("ANALYZE TABLE django_session")
+            database.close()
+            source.close()
+        admin.close()
+    except BaseException:
+        server.stop()
+        raise
+    return env, server.stop
+
+
 def table(title: str, results: dict[str, dict[str, float]]) -> str:
     lines = [
         title,
@@ -246,7 +296,7 @@ def main() -> None:
     parser.add_argument(
         "--no-postgres",
         action="store_true",
-        help="Measure on SQLite only, even where a PostgreSQL server could be started.",
+        help="Measure on SQLite only, even where PostgreSQL and MariaDB servers could be started.",
     )
     parser.add_argument(
         "--token-keys",
@@ -276,6 +326,15 @@ def main() -> None:
         return
     try:
         run("PostgreSQL", args, counts, ids, postgres_env, lambda count: f"sessions_{count}")
+    finally:
+        stop()
+    try:
+        mariadb_env, stop = mariadb_store(stores)
+    except Exception as error:  # ImportError, or the server could not start.
+        print(f"\nMariaDB: not measured: {first_line(error)}")
+        return
+    try:
+        run("MariaDB", args, counts, ids, mariadb_env, lambda count: f"sessions_{count}")
     finally:
         stop()
 

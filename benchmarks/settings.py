@@ -1,8 +1,9 @@
-"""Settings for the benchmarks: a site whose sessions are in SQLite or PostgreSQL."""
+"""Settings for the benchmarks: a site whose sessions are in SQLite, PostgreSQL or MariaDB."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 SECRET_KEY = "benchmark-secret-key"
 SECRET_KEY_FALLBACKS = ["benchmark-secret-key-retired"]
@@ -16,6 +17,7 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
+DATABASES: dict[str, dict[str, Any]]
 if os.environ.get("BENCHMARK_DB", "sqlite") == "sqlite":
     DATABASES = {
         "default": {
@@ -23,7 +25,7 @@ if os.environ.get("BENCHMARK_DB", "sqlite") == "sqlite":
             "NAME": os.environ["BENCHMARK_DB_NAME"],
         }
     }
-else:
+elif os.environ["BENCHMARK_DB"] == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
@@ -31,5 +33,16 @@ else:
             "HOST": os.environ["BENCHMARK_DB_HOST"],
             "PORT": os.environ["BENCHMARK_DB_PORT"],
             "USER": "postgres",
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ["BENCHMARK_DB_NAME"],
+            "HOST": os.environ["BENCHMARK_DB_HOST"],
+            "PORT": os.environ["BENCHMARK_DB_PORT"],
+            "USER": "root",
+            "OPTIONS": {"charset": "utf8mb4"},
         }
     }

@@ -19,6 +19,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from io import StringIO
+from typing import Any
 
 import django
 
@@ -41,12 +42,7 @@ def floor() -> int:
     count = 0
     connection.ensure_connection()
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # A named cursor streams the rows, where a plain one would fetch
-            # them all before the first.
-            cursor = connection.connection.cursor(name="floor")
-        else:
-            cursor = connection.connection.cursor()
+        cursor = _streaming_cursor("floor")
         cursor.execute("SELECT session_data FROM django_session")
         while rows := cursor.fetchmany(1000):
             for (data,) in rows:
@@ -61,6 +57,21 @@ def floor() -> int:
                 except Exception:
                     pass
     return count
+
+
+def _streaming_cursor(name: str) -> Any:
+    """
+    A cursor of the driver's that streams the rows, where a plain one would
+    fetch them all before the first: a named one on PostgreSQL, and MySQL's
+    SSCursor.
+    """
+    if connection.vendor == "postgresql":
+        return connection.connection.cursor(name=name)
+    if connection.vendor == "mysql":
+        from MySQLdb.cursors import SSCursor  # type: ignore[import-untyped]
+
+        return connection.connection.cursor(SSCursor)
+    return connection.connection.cursor()
 
 
 def tight() -> int:
@@ -80,10 +91,7 @@ def tight() -> int:
     count = 0
     connection.ensure_connection()
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            cursor = connection.connection.cursor(name="tight")
-        else:
-            cursor = connection.connection.cursor()
+        cursor = _streaming_cursor("tight")
         cursor.execute("SELECT session_data FROM django_session")
         while rows := cursor.fetchmany(1000):
             for (data,) in rows:
