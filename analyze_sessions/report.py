@@ -14,6 +14,7 @@ from typing import Any
 from analyze_sessions.decoding import FAILURES, TOO_LARGE
 from analyze_sessions.shown import KEY_PREFIX_LENGTH, masked, printable, spreadsheet_safe
 from analyze_sessions.sizes import format_size
+from analyze_sessions.sketches import DISTINCT_ERROR
 from analyze_sessions.sources import DEFAULT_MAX_SESSION_SIZE
 from analyze_sessions.stats import (
     COOKIE_LIMIT,
@@ -76,9 +77,12 @@ class OwnerLine:
 
 @dataclass(frozen=True)
 class UserLine:
+    """A user's sessions and bytes; ``error``: bytes an estimate may overstate by."""
+
     user_id: str
     sessions: int
     stored_bytes: int
+    error: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Report:
     unknown_key_bytes: int = 0
     authenticated_sessions: int = 0
     distinct_users: int = 0
+    users_estimated: bool = False  # Sketched: see sketches.py.
     top_users: tuple[UserLine, ...] = ()
     owners: tuple[OwnerLine, ...] = ()
     now: datetime | None = None  # When the run started: what is expired is before it.
@@ -134,7 +139,6 @@ class Report:
         **context: Any,
     ) -> Report:
         """The report of ``stats``; ``context`` sets the fields stats do not know."""
-        users = sorted(stats.users.items(), key=lambda item: (-item[1].stored_bytes, item[0]))
         return cls(
             total_sessions=total_sessions,
             processed=stats.processed,
@@ -162,10 +166,11 @@ class Report:
             unknown_key_sessions=stats.unknown_key_sessions,
             unknown_key_bytes=stats.unknown_key_bytes,
             authenticated_sessions=stats.authenticated_sessions,
-            distinct_users=len(stats.users),
+            distinct_users=stats.users.distinct(),
+            users_estimated=stats.users.estimated,
             top_users=tuple(
-                UserLine(user_id, user.sessions, user.stored_bytes)
-                for user_id, user in users[: stats.top]
+                UserLine(user_id, user.sessions, user.stored_bytes, user.error)
+                for user_id, user in stats.users.top(stats.top)
             ),
             owners=_owner_lines(stats),
             now=stats.now,
@@ -348,17 +353,28 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         yield from _section("Undecodable", ["0 sessions"])
 
     decodable = report.processed - report.undecodable_sessions
+    distinct = (
+        f"about {report.distinct_users} distinct users (estimated, within "
+        f"{DISTINCT_ERROR:.1%} 95 times in 100)"
+        if report.users_estimated
+        else f"{report.distinct_users} distinct {'user' if report.distinct_users == 1 else 'users'}"
+    )
     users = [
         f"{_sessions(report.authenticated_sessions)} logged in "
         f"({_percent(report.authenticated_sessions, decodable)}), "
-        f"{report.anonymous_sessions} anonymous; {report.distinct_users} distinct "
-        f"{'user' if report.distinct_users == 1 else 'users'}"
+        f"{report.anonymous_sessions} anonymous; {distinct}"
     ]
     if report.top_users:
-        users.append("Top users by stored size:")
+        users.append(
+            "Top users by stored size (estimated: at most as many sessions and bytes, "
+            "each at most its error over):"
+            if report.users_estimated
+            else "Top users by stored size:"
+        )
         users += [
             f"    user {printable(user.user_id)}: {_sessions(user.sessions)}, "
             f"{size(user.stored_bytes)}"
+            + (f" (error {size(user.error)})" if report.users_estimated else "")
             for user in report.top_users
         ]
     yield from _section("Users", users)
@@ -542,11 +558,13 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
             "authenticated_sessions": report.authenticated_sessions,
             "anonymous_sessions": report.anonymous_sessions,
             "distinct_users": report.distinct_users,
+            "estimated": report.users_estimated,
             "top": [
                 {
                     "user_id": user.user_id,
                     "sessions": user.sessions,
                     "stored_bytes": user.stored_bytes,
+                    **({"stored_bytes_error": user.error} if report.users_estimated else {}),
                 }
                 for user in report.top_users
             ],

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from analyze_sessions.owners import NO_OWNERS, Owner, Owners
 from analyze_sessions.patterns import key_pattern
 from analyze_sessions.shown import masked
+from analyze_sessions.sketches import Users
 
 if TYPE_CHECKING:  # Decoding needs the sources, and they need the shards, which need these.
     from analyze_sessions.decoding import DecodedSession
@@ -170,18 +171,6 @@ class KeyTable:
         """What the report shows for line ``name``: its one key, or the pattern."""
         line = self.lines[name]
         return line.key if line.key is not None else name
-
-
-@dataclass(slots=True)
-class UserStats:
-    """The sessions one user is logged in with."""
-
-    sessions: int = 0
-    stored_bytes: int = 0
-
-    def merge(self, other: UserStats) -> None:
-        self.sessions += other.sessions
-        self.stored_bytes += other.stored_bytes
 
 
 @dataclass(frozen=True, order=True)
@@ -377,7 +366,8 @@ class Stats:
     unknown_key_bytes: int = 0
     expired_sessions: int = 0
     expired_bytes: int = 0
-    users: dict[str, UserStats] = field(default_factory=dict)
+    users: Users = field(default_factory=Users)
+    authenticated_sessions: int = 0
     over_cookie_limit: int = 0
     over_memcached_limit: int = 0
     sizes: SizeDistribution = field(default_factory=SizeDistribution)
@@ -427,11 +417,8 @@ class Stats:
         if session.nested:
             self.nested.add(session.nested, set())
         if session.user_id is not None:
-            user = self.users.get(session.user_id)
-            if user is None:
-                user = self.users[session.user_id] = UserStats()
-            user.sessions += 1
-            user.stored_bytes += size
+            self.authenticated_sessions += 1
+            self.users.add(session.user_id, size)
 
     def merge(self, other: Stats) -> None:
         """Add ``other``'s totals to these, as if its sessions were added here."""
@@ -443,8 +430,7 @@ class Stats:
         self.undecodable.update(other.undecodable)
         for class_name, count in other.refused_classes.items():
             self._refused(class_name, count)
-        for user_id, user in other.users.items():
-            self.users.setdefault(user_id, UserStats()).merge(user)
+        self.users.merge(other.users)
         self.sizes.merge(other.sizes)
         self.largest.merge(other.largest)
 
@@ -458,9 +444,6 @@ class Stats:
     def decodable(self) -> int:
         return self.processed - sum(self.undecodable.values())
 
-    @property
-    def authenticated_sessions(self) -> int:
-        return sum(user.sessions for user in self.users.values())
 
 
 def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
@@ -481,7 +464,7 @@ def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
         "owners": [[app, sessions] for app, sessions in stats.owners.items()],
         "undecodable": dict(stats.undecodable),
         "refused_classes": dict(stats.refused_classes),
-        "users": {user: [v.sessions, v.stored_bytes] for user, v in stats.users.items()},
+        "users": stats.users.state(),
         "sizes": {
             "count": sizes.count,
             "maximum": sizes.maximum,
@@ -519,7 +502,7 @@ def from_state(state: dict[str, Any]) -> Stats:
     stats.undecodable = Counter(state["undecodable"])
     for class_name, count in state["refused_classes"].items():
         stats._refused(class_name, count)
-    stats.users = {user: UserStats(*value) for user, value in state["users"].items()}
+    stats.users = Users.from_state(state["users"])
     sizes = stats.sizes
     sizes.count = state["sizes"]["count"]
     sizes.maximum = state["sizes"]["maximum"]
@@ -568,6 +551,7 @@ _TOTALS = (
     "expired_bytes",
     "over_cookie_limit",
     "over_memcached_limit",
+    "authenticated_sessions",
 )
 
 

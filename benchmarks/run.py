@@ -3,6 +3,7 @@ Measure analyze_sessions against the cost of decoding, side by side.
 
     python -m benchmarks.run [--sessions N] [--legacy-sessions M] [--no-postgres]
     python -m benchmarks.run --token-keys [--sessions N]
+    python -m benchmarks.run --distinct-users [--sessions N]
 
 Generates N realistic sessions into SQLite (kept in benchmarks/.data, so a
 second run reuses them), and copies them into throwaway PostgreSQL and
@@ -16,6 +17,8 @@ With --token-keys, the sessions also hold one to three keys named after a
 random OAuth state each (as social-auth-app-django names them), so that the
 store holds about twice as many distinct keys as sessions; the command is
 timed on a tenth of them and on all, to show that its memory stays flat.
+With --distinct-users, each session is a distinct user's, with a search
+key of its own: the users are sketched past 10,000.
 """
 
 from __future__ import annotations
@@ -48,11 +51,12 @@ VARIANTS = (
 
 
 def sessions(
-    count: int, seed: int = 2013, *, tokens: bool = False
+    count: int, seed: int = 2013, *, tokens: bool = False, distinct: bool = False
 ) -> Iterator[tuple[str, str, str]]:
     """
     (key, data, expire_date) for ``count`` sessions like a shop's; with
-    ``tokens``, each with abandoned social logins' states under keys of their own.
+    ``tokens``, each with abandoned social logins' states under keys of their
+    own; with ``distinct``, each of a user of its own, with a search of its own.
     """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
     import django
@@ -65,7 +69,7 @@ def sessions(
     store = SessionStore()
     now = datetime.now(timezone.utc)
     letters = string.ascii_lowercase + string.digits
-    for _ in range(count):
+    for number in range(count):
         session: dict[str, object] = {
             "recently_viewed": rng.sample(range(1, 5000), rng.randint(1, 12))
         }
@@ -91,6 +95,9 @@ def sessions(
                 {"order": row, "ref": f"{rng.getrandbits(128):032x}"}
                 for row in range(rng.randint(350, 1050))
             ]
+        if distinct:
+            session["_auth_user_id"] = str(1_000_000 + number)
+            session[f"search_{rng.getrandbits(40):010x}"] = rng.sample(range(5000), 5)
         if tokens:
             for _ in range(rng.choice((1, 1, 2, 3))):
                 state = "".join(rng.choices(string.ascii_letters + string.digits, k=32))
@@ -105,9 +112,10 @@ def sessions(
         yield key, data, expires.isoformat(sep=" ")
 
 
-def sqlite_store(count: int, *, tokens: bool = False) -> Path:
+def sqlite_store(count: int, *, tokens: bool = False, distinct: bool = False) -> Path:
     DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / f"sessions-{count}{'-tokens' if tokens else ''}.sqlite3"
+    kind = "-tokens" if tokens else "-distinct" if distinct else ""
+    path = DATA / f"sessions-{count}{kind}.sqlite3"
     if path.exists():
         return path
     partial = path.with_suffix(".partial")
@@ -120,7 +128,7 @@ def sqlite_store(count: int, *, tokens: bool = False) -> Path:
     )
     os.environ["BENCHMARK_DB_NAME"] = str(partial)
     database = sqlite3.connect(partial)
-    rows = sessions(count, tokens=tokens)
+    rows = sessions(count, tokens=tokens, distinct=distinct)
     while batch := [row for _, row in zip(range(10_000), rows, strict=False)]:
         database.executemany(
             "INSERT INTO django_session (session_key, session_data, expire_date) VALUES (?, ?, ?)",
@@ -303,11 +311,16 @@ def main() -> None:
         action="store_true",
         help="Time the command on stores with about two distinct keys a session, on SQLite.",
     )
+    parser.add_argument(
+        "--distinct-users",
+        action="store_true",
+        help="Time the command on stores whose sessions are each a distinct user's, on SQLite.",
+    )
     args = parser.parse_args()
 
     print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}")
-    if args.token_keys:
-        token_keys(args.sessions)
+    if args.token_keys or args.distinct_users:
+        growing(args.sessions, tokens=args.token_keys, distinct=args.distinct_users)
         return
     counts = {
         variant: args.legacy_sessions if variant == "legacy_2013" else args.sessions
@@ -339,11 +352,15 @@ def main() -> None:
         stop()
 
 
-def token_keys(count: int) -> None:
-    """The command's time and memory on a tenth of ``count`` token-keyed sessions, and all."""
+def growing(count: int, *, tokens: bool = False, distinct: bool = False) -> None:
+    """
+    The command's time and memory on a tenth of ``count`` sessions of a
+    store made to grow what the report counts (token keys, or distinct users
+    with distinct keys), and on all of them.
+    """
     results: dict[str, dict[str, float]] = {}
     for sessions_in_store in (count // 10, count):
-        path = sqlite_store(sessions_in_store, tokens=True)
+        path = sqlite_store(sessions_in_store, tokens=tokens, distinct=distinct)
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -352,7 +369,12 @@ def token_keys(count: int) -> None:
         }
         for variant in ("floor", "tight", "analyze_jobs_1"):
             results[f"{variant} {sessions_in_store}"] = measure(variant, env)
-    print(table("SQLite, sessions with a distinct key for each OAuth state", results))
+    title = (
+        "SQLite, sessions with a distinct key for each OAuth state"
+        if tokens
+        else "SQLite, each session of a user of its own, with a search of its own"
+    )
+    print(table(title, results))
 
 
 def run(

@@ -11,6 +11,7 @@ import pytest
 from analyze_sessions.decoding import BAD_PAYLOAD, BAD_SIGNATURE, DecodedSession
 from analyze_sessions.owners import Owner, Owners
 from analyze_sessions.report import OwnerLine, Report
+from analyze_sessions.sketches import UserStats
 from analyze_sessions.stats import (
     OTHER_KEYS,
     KeyStats,
@@ -18,7 +19,6 @@ from analyze_sessions.stats import (
     SizeDistribution,
     Stats,
     TopSessions,
-    UserStats,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -65,7 +65,7 @@ def test_add_counts_every_session_key_and_user() -> None:
     )
     # Expired: past expiry, decodable or not; no expiry is never expired.
     assert (stats.expired_sessions, stats.expired_bytes) == (2, 150)
-    assert stats.users == {"7": UserStats(2, 400), "8": UserStats(1, 5000)}
+    assert stats.users.exact == {"7": UserStats(2, 400), "8": UserStats(1, 5000)}
     assert (stats.authenticated_sessions, stats.decodable) == (3, 3)
     assert (stats.over_cookie_limit, stats.over_memcached_limit) == (1, 0)
     assert stats.largest.largest_first() == [
