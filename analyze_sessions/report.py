@@ -364,17 +364,18 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         f"({_percent(report.authenticated_sessions, decodable)}), "
         f"{report.anonymous_sessions} anonymous; {distinct}"
     ]
-    if report.top_users:
-        users.append(
-            "Top users by stored size (estimated: at most as many sessions and bytes, "
-            "each at most its error over):"
-            if report.users_estimated
-            else "Top users by stored size:"
-        )
+    if report.top_users and report.users_estimated:
+        users.append("Top users by stored size (estimated: each has stored bytes in the range):")
+        users += [
+            f"    user {printable(user.user_id)}: {size(user.stored_bytes - user.error)} to "
+            f"{size(user.stored_bytes)}, in at most {_sessions(user.sessions)}"
+            for user in report.top_users
+        ]
+    elif report.top_users:
+        users.append("Top users by stored size:")
         users += [
             f"    user {printable(user.user_id)}: {_sessions(user.sessions)}, "
             f"{size(user.stored_bytes)}"
-            + (f" (error {size(user.error)})" if report.users_estimated else "")
             for user in report.top_users
         ]
     yield from _section("Users", users)

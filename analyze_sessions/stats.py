@@ -445,7 +445,6 @@ class Stats:
         return self.processed - sum(self.undecodable.values())
 
 
-
 def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
     """
     ``stats`` as JSON values, from which from_state() makes them again, so

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from django.contrib.auth.models import User
@@ -108,5 +109,12 @@ def test_the_report_says_when_users_are_estimated(monkeypatch: pytest.MonkeyPatc
         "8 sessions logged in (100.0%), 0 anonymous; about 8 distinct users (estimated, "
         f"within {DISTINCT_ERROR:.1%} 95 times in 100)"
     )
-    assert users[1].startswith("Top users by stored size (estimated: ")
-    assert all(" (error " in line for line in users[2:])
+    assert users[1] == "Top users by stored size (estimated: each has stored bytes in the range):"
+    # Fewer users than the summary keeps: each exact, an error of 0.
+    assert len(users[2:]) == 8
+    for line in users[2:]:
+        found = re.fullmatch(
+            r"user \d+: (\d+) bytes to (\d+) bytes, in at most 1 session", line.strip()
+        )
+        assert found is not None, line
+        assert found[1] == found[2]
