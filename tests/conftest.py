@@ -92,6 +92,13 @@ def redis_location(request: pytest.FixtureRequest) -> str:
     return _service(request, servers.start_redis)
 
 
+@pytest.fixture(scope="session")
+def redis_replica_location(request: pytest.FixtureRequest, redis_location: str) -> str:
+    """Where a replica of the run's Redis listens."""
+    port = int(redis_location.rsplit(":", 1)[1].split("/")[0])
+    return _service(request, lambda: servers.start_redis(replica_of=port))
+
+
 @pytest.fixture
 def redis_server(redis_location: str) -> Iterator[redis.Redis]:
     """A client of the run's Redis, emptied first, and closed after the test."""

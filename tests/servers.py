@@ -42,7 +42,8 @@ def start(backend: str) -> Server:
     raise Unavailable(f"Unknown database '{backend}': use sqlite, postgres or mysql.")
 
 
-def start_redis() -> Server:
+def start_redis(replica_of: int | None = None) -> Server:
+    """A Redis server; with ``replica_of``, a replica of the one on that port."""
     program = _which("redis-server", extra=("/usr/sbin",))
     if program is None:
         raise Unavailable(
@@ -53,6 +54,8 @@ def start_redis() -> Server:
     # Nothing is saved to disk: the data lives as long as the test run.
     command = [program, "--bind", HOST, "--port", str(port), "--dir", str(base)]
     command += ["--save", "", "--appendonly", "no", "--logfile", str(base / "server.log")]
+    if replica_of is not None:
+        command += ["--replicaof", HOST, str(replica_of)]
     return _start_daemon(command, base, port, {"LOCATION": f"redis://{HOST}:{port}/0"})
 
 
