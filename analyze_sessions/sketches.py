@@ -159,7 +159,7 @@ class Users:
 
     def _count(self, user_id: str) -> None:
         assert self.registers is not None
-        hashed = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest())
+        hashed = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "big")
         index = hashed >> (64 - REGISTER_BITS)
         rest = (hashed << REGISTER_BITS) & _MASK
         rank = 64 - REGISTER_BITS + 1 if rest == 0 else 65 - rest.bit_length()
