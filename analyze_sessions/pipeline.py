@@ -180,7 +180,7 @@ def read(
 
 
 def read_in_parallel(
-    plan: Plan, ranges: list[KeyRange], rowids: list[tuple[int, int]] | None = None
+    plan: Plan, ranges: list[KeyRange], rowids: list[tuple[int, int | None]] | None = None
 ) -> Outcome:
     """
     Read each range of keys in a worker process of its own, and merge what
@@ -233,7 +233,7 @@ def read_in_parallel(
 
 
 def _job(
-    plan: Plan, keys: KeyRange, rowids: tuple[int, int] | None, stop: Any, sender: Connection
+    plan: Plan, keys: KeyRange, rowids: tuple[int, int | None] | None, stop: Any, sender: Connection
 ) -> None:
     """One worker: read ``keys`` (of ``rowids``), and send the outcome to the parent."""
     # Ctrl-C reaches the whole process group; the parent decides what it means.

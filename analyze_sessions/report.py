@@ -368,7 +368,7 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         users.append("Top users by stored size (estimated: each has stored bytes in the range):")
         users += [
             f"    user {printable(user.user_id)}: {size(user.stored_bytes - user.error)} to "
-            f"{size(user.stored_bytes)}, in at most {_sessions(user.sessions)}"
+            f"{size(user.stored_bytes)}"
             for user in report.top_users
         ]
     elif report.top_users:
@@ -563,7 +563,8 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
             "top": [
                 {
                     "user_id": user.user_id,
-                    "sessions": user.sessions,
+                    # A sketch's count of sessions bounds nothing: not given.
+                    "sessions": None if report.users_estimated else user.sessions,
                     "stored_bytes": user.stored_bytes,
                     **({"stored_bytes_error": user.error} if report.users_estimated else {}),
                 }

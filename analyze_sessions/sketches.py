@@ -2,13 +2,15 @@
 Users counted in memory that stays flat: exactly up to a bound, then in
 mergeable sketches.
 
-- Distinct users: a HyperLogLog of 2**14 registers, whose estimate is
-  within 1.6% of the truth 95 times in 100 (twice its relative standard
-  error, 1.04 / 2**7).
+- Distinct users: a HyperLogLog of 2**14 registers, read with Ertl's
+  improved estimator, within 1.6% of the truth 95 times in 100 (twice its
+  relative standard error, 1.04 / 2**7).
 - The users with most stored bytes: a Space-Saving summary of
-  ``HEAVY_USERS`` counters. Any user with more than 1 / ``HEAVY_USERS`` of
-  the bytes is in it, and each counter overstates a user's bytes by at most
-  its ``error``, which is at most that share.
+  ``HEAVY_USERS`` counters, merged as mergeable summaries are. Any user
+  with more than 1 / ``HEAVY_USERS`` of the bytes is in it, and each
+  counter overstates a user's bytes by at most its ``error``, which is at
+  most that share. Its count of sessions is no bound on the user's, and is
+  not shown.
 
 Both are sketches of this module's own, not Apache DataSketches': a
 shard's state carries them to --merge, and theirs would be binary images
@@ -31,7 +33,6 @@ REGISTER_BITS = 14
 REGISTERS = 2**REGISTER_BITS
 # Twice the HyperLogLog's relative standard error: 95% of estimates are closer.
 DISTINCT_ERROR = 2 * 1.04 / math.sqrt(REGISTERS)
-_ALPHA = 0.7213 / (1 + 1.079 / REGISTERS)
 _MASK = 2**64 - 1
 
 
@@ -98,19 +99,35 @@ class Users:
         for index, rank in enumerate(other.registers):
             if rank > self.registers[index]:
                 self.registers[index] = rank
-        for user_id, user in other.heavy.items():
-            self._weigh(user_id, user.stored_bytes, user.sessions, user.error)
+        # Space-Saving summaries merged (Agarwal et al., "Mergeable
+        # summaries"): a user a full summary lacks may have had as many bytes
+        # as its least user, so that much is added, and owned up to as error.
+        mine, theirs = self._floor(), other._floor()
+        merged = {}
+        for user_id in self.heavy.keys() | other.heavy.keys():
+            ours, their = self.heavy.get(user_id), other.heavy.get(user_id)
+            merged[user_id] = UserStats(
+                (ours.sessions if ours else 0) + (their.sessions if their else 0),
+                (ours.stored_bytes if ours else mine) + (their.stored_bytes if their else theirs),
+                (ours.error if ours else mine) + (their.error if their else theirs),
+            )
+        kept = sorted(merged.items(), key=lambda item: (-item[1].stored_bytes, item[0]))
+        self.heavy = dict(kept[:HEAVY_USERS])
+        self._heap = [(user.stored_bytes, user_id) for user_id, user in self.heavy.items()]
+        heapq.heapify(self._heap)
+
+    def _floor(self) -> int:
+        """The bytes a user not in the summary may have: its least user's, once it is full."""
+        if len(self.heavy) < HEAVY_USERS:
+            return 0
+        return min(user.stored_bytes for user in self.heavy.values())
 
     def distinct(self) -> int:
         """How many distinct users: exact, or the HyperLogLog's estimate."""
         if self.exact is not None:
             return len(self.exact)
         assert self.registers is not None
-        estimate = _ALPHA * REGISTERS**2 / sum(2.0**-rank for rank in self.registers)
-        zeros = self.registers.count(0)
-        if estimate <= 2.5 * REGISTERS and zeros:
-            estimate = REGISTERS * math.log(REGISTERS / zeros)  # Linear counting.
-        return int(round(estimate))
+        return int(round(_estimate(self.registers)))
 
     def top(self, count: int) -> list[tuple[str, UserStats]]:
         """The ``count`` users with most stored bytes, then by id."""
@@ -135,6 +152,8 @@ class Users:
             if len(state["exact"]) > EXACT_USERS:
                 raise ValueError("More users kept one by one than are.")
             users.exact = {user_id: UserStats(*v) for user_id, v in state["exact"].items()}
+            if not all(type(number) is int for user in state["exact"].values() for number in user):
+                raise ValueError("Counts that are not whole numbers.")
             return users
         registers = state["registers"]
         if len(registers) != REGISTERS or not all(
@@ -146,7 +165,12 @@ class Users:
         users.exact = None
         users.registers = bytearray(registers)
         for user_id, value in state["heavy"].items():
-            users._weigh(user_id, *_ordered(*value))
+            sessions, stored_bytes, error = value
+            if not all(type(number) is int for number in value) or error > stored_bytes:
+                raise ValueError("A user's bytes no count could give.")
+            users.heavy[user_id] = UserStats(sessions, stored_bytes, error)
+        users._heap = [(user.stored_bytes, user_id) for user_id, user in users.heavy.items()]
+        heapq.heapify(users._heap)
         return users
 
     def _sketch(self) -> None:
@@ -202,9 +226,49 @@ class Users:
         return self.state() == other.state()
 
 
+def _estimate(registers: bytearray) -> float:
+    """
+    The number of distinct values a HyperLogLog's registers saw, by Ertl's
+    improved estimator ("New cardinality estimation algorithms for
+    HyperLogLog sketches", 2017): unbiased over the whole range, where the
+    classic estimator is biased by some 2% where it hands over to linear
+    counting.
+    """
+    width = 64 - REGISTER_BITS
+    counts = [0] * (width + 2)
+    for rank in registers:
+        counts[rank] += 1
+    z = REGISTERS * _tau(1 - counts[width + 1] / REGISTERS)
+    for rank in range(width, 0, -1):
+        z = 0.5 * (z + counts[rank])
+    z += REGISTERS * _sigma(counts[0] / REGISTERS)
+    return float(REGISTERS**2 / (2 * math.log(2) * z))
+
+
+def _sigma(x: float) -> float:
+    if x == 1:
+        return math.inf
+    y, z = 1.0, x
+    while True:
+        x *= x
+        previous, z = z, z + x * y
+        y += y
+        if z == previous:
+            return z
+
+
+def _tau(x: float) -> float:
+    if x in (0, 1):
+        return 0.0
+    y, z = 1.0, 1 - x
+    while True:
+        x = math.sqrt(x)
+        previous = z
+        y *= 0.5
+        z -= (1 - x) ** 2 * y
+        if z == previous:
+            return z / 3
+
+
 def _triple(user: UserStats) -> list[int]:
     return [user.sessions, user.stored_bytes, user.error]
-
-
-def _ordered(sessions: int, stored_bytes: int, error: int) -> tuple[int, int, int]:
-    return stored_bytes, sessions, error

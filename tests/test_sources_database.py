@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.sessions.backends import cache, db, file
 from django.contrib.sessions.models import Session
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, models, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -35,6 +35,19 @@ from tests.helpers import (
 from tests.models import ExtendedSession, KeyedSession, NullableSession, PlainSession, UserSession
 
 pytestmark = pytest.mark.django_db
+
+
+class GeneratedRowidSession(models.Model):
+    """Sessions in a table whose generated column is named rowid (made by a test)."""
+
+    session_key = models.CharField(max_length=40, primary_key=True)
+    session_data = models.TextField()
+    expire_date = models.DateTimeField()
+
+    class Meta:
+        app_label = "tests"
+        db_table = "generated_rowid"
+        managed = False
 
 
 def make_sessions(count: int) -> set[str]:
@@ -102,15 +115,49 @@ def test_parts_of_a_sqlite_table_are_read_each_once(parts: int) -> None:
 
     assert sorted(key for part in seen for key in part) == sorted(keys)[5:]
     assert [reader.total_sessions() for reader in readers] == [len(part) for part in seen]
-    # In storage order, each part after the one before.
+    # In storage order, each part after the one before, from the least rowid
+    # there can be to no end.
     assert [low for low, _ in rowids[1:]] == [high for _, high in rowids[:-1]]
+    assert (rowids[0][0], rowids[-1][1]) == (-(2**63), None)
 
 
-def test_an_empty_sqlite_table_is_one_empty_part_a_job() -> None:
+def test_the_largest_rowid_there_can_be_is_read() -> None:
     if connection.vendor != "sqlite":
         pytest.skip("Only SQLite tables are split by rowid.")
+    first, last = make_sessions(2)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE django_session SET rowid = %s WHERE session_key = %s", [2**63 - 1, last]
+        )
 
-    assert source().rowid_parts(2) == [(0, 0), (0, 1)]
+    rowids = source().rowid_parts(2)
+    assert rowids is not None
+    readers = []
+    for part in rowids:
+        reader = source()
+        reader.rowids = part
+        readers.append(reader)
+
+    assert sorted(raw.key for reader in readers for batch in reader.scan() for raw in batch) == (
+        sorted([first, last])
+    )
+
+
+def test_a_generated_column_named_rowid_is_not_paged_by() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("Only SQLite has rowids.")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE generated_rowid (session_key varchar(40) PRIMARY KEY, "
+            "session_data text, expire_date datetime, "
+            "rowid int GENERATED ALWAYS AS (length(session_data)) VIRTUAL)"
+        )
+    try:
+        reader = DatabaseSource(GeneratedRowidSession, using="default")
+        assert not reader._has_rowid()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE generated_rowid")
 
 
 def test_scan_yields_what_the_store_holds() -> None:

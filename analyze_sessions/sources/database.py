@@ -52,6 +52,8 @@ T = TypeVar("T")
 MAX_KEYS_PER_QUERY = 10_000
 
 _WITHOUT_ROWID = re.compile(r"\bWITHOUT\s+ROWID\b", re.IGNORECASE)
+# The least rowid SQLite has.
+SQLITE_LEAST_ROWID = -(2**63)
 
 
 SESSION_FIELDS = ("session_key", "session_data", "expire_date")
@@ -219,9 +221,10 @@ class DatabaseSource:
 
     # Reads what it finds when it finds it: nothing is listed first, to be gone after.
     sessions_gone = 0
-    # On SQLite, the part of the table's rowids [low, high) this source reads,
-    # where --jobs splits a table by its storage order: see rowid_parts().
-    rowids: tuple[int, int] | None = None
+    # On SQLite, the part of the table's rowids [low, high) this source reads
+    # (high None: to the end), where --jobs splits a table by its storage
+    # order: see rowid_parts().
+    rowids: tuple[int, int | None] | None = None
 
     _fields = ("session_key", "readable_data", "expire_date", "stored_size")
     # The pauses before each new try of a query whose connection was lost.
@@ -356,8 +359,12 @@ class DatabaseSource:
             params.append(last)
         if self.rowids is not None:
             # A seek in the table's own B-tree: each job reads its part only.
-            where.append("rowid >= %s AND rowid < %s")
-            params.extend(self.rowids)
+            low_rowid, high_rowid = self.rowids
+            where.append("rowid >= %s")
+            params.append(low_rowid)
+            if high_rowid is not None:
+                where.append("rowid < %s")
+                params.append(high_rowid)
         # The unary + keeps SQLite from reading a range of keys through their
         # index, in key order, only to sort it again by rowid.
         low, high = self.key_range
@@ -396,14 +403,15 @@ class DatabaseSource:
                 # answering, the first page says more clearly.
                 try:
                     found = self._select(
-                        "SELECT sql, (SELECT COUNT(*) FROM pragma_table_info(%s) "
+                        "SELECT sql, (SELECT COUNT(*) FROM pragma_table_xinfo(%s) "
                         "WHERE LOWER(name) = 'rowid') FROM sqlite_master "
                         "WHERE type = 'table' AND name = %s",
                         [table, table],
                     )
                 except DatabaseError:
                     found = []
-                # A column named rowid would be read in its place.
+                # A column named rowid, generated ones included (which only
+                # table_xinfo lists), would be read in its place.
                 self._rowid = (
                     bool(found) and not found[0][1] and not _WITHOUT_ROWID.search(found[0][0])
                 )
@@ -531,11 +539,13 @@ class DatabaseSource:
             reader.connection.text_factory = _LENIENT_TEXT
         return reader
 
-    def rowid_parts(self, count: int) -> list[tuple[int, int]] | None:
+    def rowid_parts(self, count: int) -> list[tuple[int, int | None]] | None:
         """
         The table's rowids in ``count`` parts of equal spans, for as many
         jobs to read a SQLite table each a part, rather than each the whole
         of it for its range of keys; None where the sessions have no rowids.
+        The first part starts at the least rowid there can be, and the last
+        has no end, so that rows written meanwhile are read as one job reads.
         """
         if not self._has_rowid():
             return None
@@ -547,9 +557,10 @@ class DatabaseSource:
         )
         if low is None:
             low = high = 0
-        step = (high + 1 - low) / count
-        bounds = [low + round(step * part) for part in range(count)] + [high + 1]
-        return list(zip(bounds, bounds[1:], strict=False))
+        span = high - low + 1
+        bounds = [low + span * part // count for part in range(1, count)]
+        ends: list[int | None] = [*bounds, None]
+        return list(zip([SQLITE_LEAST_ROWID, *bounds], ends, strict=True))
 
     def _all(self) -> QuerySet[Model]:
         sessions: QuerySet[Model] = self.model._base_manager.using(self.using)
@@ -557,7 +568,9 @@ class DatabaseSource:
             low_rowid, high_rowid = self.rowids
             sessions = sessions.alias(
                 storage_rowid=RawSQL("rowid", (), output_field=BigIntegerField())
-            ).filter(storage_rowid__gte=low_rowid, storage_rowid__lt=high_rowid)
+            ).filter(storage_rowid__gte=low_rowid)
+            if high_rowid is not None:
+                sessions = sessions.filter(storage_rowid__lt=high_rowid)
         low, high = self.key_range
         if low is not None:
             sessions = sessions.filter(session_key__gte=low)
