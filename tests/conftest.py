@@ -92,11 +92,15 @@ def redis_location(request: pytest.FixtureRequest) -> str:
     return _service(request, servers.start_redis)
 
 
-@pytest.fixture(scope="session")
-def redis_replica_location(request: pytest.FixtureRequest, redis_location: str) -> str:
-    """Where a replica of the run's Redis listens."""
-    port = int(redis_location.rsplit(":", 1)[1].split("/")[0])
-    return _service(request, lambda: servers.start_redis(replica_of=port))
+@pytest.fixture(scope="module")
+def redis_primary_and_replica(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """
+    Where a Redis primary and its replica listen: servers of their own, as a
+    replica's heartbeats would show in the run's Redis's statistics.
+    """
+    primary = _service(request, servers.start_redis)
+    port = int(primary.rsplit(":", 1)[1].split("/")[0])
+    return primary, _service(request, lambda: servers.start_redis(replica_of=port))
 
 
 @pytest.fixture

@@ -36,10 +36,13 @@ def replicated(primary: redis.Redis, replica: redis.Redis) -> None:
 
 @pytest.mark.parametrize("backend", ["RedisCache", "django-redis"])
 def test_sessions_are_read_from_a_replica_and_never_the_primary(
-    redis_server: redis.Redis, redis_replica_location: str, redis_location: str, backend: str
+    redis_primary_and_replica: tuple[str, str], backend: str
 ) -> None:
-    replica = redis.Redis.from_url(redis_replica_location)
-    cache = redis_cache([redis_location, redis_replica_location], backend)  # type: ignore[arg-type]
+    primary_location, replica_location = redis_primary_and_replica
+    primary = redis.Redis.from_url(primary_location)
+    primary.flushdb()
+    replica = redis.Redis.from_url(replica_location)
+    cache = redis_cache([primary_location, replica_location], backend)  # type: ignore[arg-type]
     with override_settings(
         CACHES={"default": cache}, SESSION_ENGINE="django.contrib.sessions.backends.cache"
     ):
@@ -47,8 +50,8 @@ def test_sessions_are_read_from_a_replica_and_never_the_primary(
             store = SessionStore()
             store["n"] = n
             store.create()
-        replicated(redis_server, replica)
-        redis_server.config_resetstat()
+        replicated(primary, replica)
+        primary.config_resetstat()
         replica.config_resetstat()
 
         out, err, returncode = run_command()
@@ -57,6 +60,7 @@ def test_sessions_are_read_from_a_replica_and_never_the_primary(
     assert (err, returncode) == ("", 0)
     assert out.startswith("Processed 25 sessions out of 25 total sessions\n")
     # The primary's own statistics: not one read of the scan reached it.
-    assert [name for name in command_calls(redis_server) if name in READS] == []
+    assert [name for name in command_calls(primary) if name in READS] == []
     assert {"scan", "getrange", "pttl"} <= set(command_calls(replica))
+    primary.close()
     replica.close()
