@@ -165,6 +165,26 @@ def measure(variant: str, env: dict[str, str]) -> dict[str, float]:
     return {"seconds": seconds, **json.loads(result.stdout.splitlines()[-1])}
 
 
+def migrated_with_rows(
+    env: dict[str, str], count: int, path: Path
+) -> tuple[sqlite3.Connection, sqlite3.Cursor]:
+    """
+    Make the sessions table in the server's database for ``count``
+    sessions, and open the rows of the SQLite store at ``path`` to copy.
+    """
+    env["BENCHMARK_DB_NAME"] = f"sessions_{count}"
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "-v0"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
+        check=True,
+    )
+    source = sqlite3.connect(path)
+    rows = source.execute(
+        "SELECT session_key, session_data, expire_date FROM django_session ORDER BY rowid"
+    )
+    return source, rows
+
+
 def postgresql_store(stores: dict[int, Path]) -> tuple[dict[str, str], Callable[[], None]]:
     """
     A throwaway PostgreSQL server holding the sessions of ``stores``, each
@@ -183,17 +203,7 @@ def postgresql_store(stores: dict[int, Path]) -> tuple[dict[str, str], Callable[
         with psycopg.connect(address, autocommit=True) as admin:
             for count, path in stores.items():
                 admin.execute(f"CREATE DATABASE sessions_{count}")
-                env["BENCHMARK_DB_NAME"] = f"sessions_{count}"
-                subprocess.run(
-                    [sys.executable, "-m", "django", "migrate", "-v0"],
-                    env={**env, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
-                    check=True,
-                )
-                source = sqlite3.connect(path)
-                rows = source.execute(
-                    "SELECT session_key, session_data, expire_date FROM django_session "
-                    "ORDER BY rowid"
-                )
+                source, rows = migrated_with_rows(env, count, path)
                 with psycopg.connect(f"{address} dbname=sessions_{count}") as database:
                     with database.cursor().copy(
                         "COPY django_session (session_key, session_data, expire_date) FROM STDIN"
@@ -223,16 +233,7 @@ def mariadb_store(stores: dict[int, Path]) -> tuple[dict[str, str], Callable[[],
         )
         for count, path in stores.items():
             admin.cursor().execute(f"CREATE DATABASE sessions_{count} CHARACTER SET utf8mb4")
-            env["BENCHMARK_DB_NAME"] = f"sessions_{count}"
-            subprocess.run(
-                [sys.executable, "-m", "django", "migrate", "-v0"],
-                env={**env, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
-                check=True,
-            )
-            source = sqlite3.connect(path)
-            rows = source.execute(
-                "SELECT session_key, session_data, expire_date FROM django_session ORDER BY rowid"
-            )
+            source, rows = migrated_with_rows(env, count, path)
             database = MySQLdb.connect(
                 host=env["BENCHMARK_DB_HOST"],
                 port=int(env["BENCHMARK_DB_PORT"]),
