@@ -62,8 +62,8 @@ class Users:
         self.exact: dict[str, UserStats] | None = {}
         self.registers: bytearray | None = None
         self.heavy: dict[str, UserStats] = {}
-        # (stored bytes, user) of the heavy users, the least first; an entry
-        # whose bytes are no longer the user's is passed over.
+        # (stored bytes, user) of each heavy user, the least first: bytes as
+        # they were when last looked at (see _least()).
         self._heap: list[tuple[int, str]] = []
 
     @property
@@ -196,29 +196,32 @@ class Users:
         user = heavy.get(user_id)
         if user is None:
             if len(heavy) >= HEAVY_USERS:
-                least_id = self._least()
-                least = heavy.pop(least_id)
+                least = heavy.pop(self._least())
                 # The newcomer may have had all the least one's bytes before.
                 user = UserStats(least.sessions, least.stored_bytes, least.stored_bytes)
+                heapq.heapreplace(self._heap, (user.stored_bytes + stored_size, user_id))
             else:
                 user = UserStats()
+                heapq.heappush(self._heap, (stored_size, user_id))
             heavy[user_id] = user
         user.sessions += sessions
         user.stored_bytes += stored_size
         user.error += error
-        heapq.heappush(self._heap, (user.stored_bytes, user_id))
-        if len(self._heap) > 4 * HEAVY_USERS:
-            # Past entries outnumber the users: start again from theirs.
-            self._heap = [(user.stored_bytes, user_id) for user_id, user in heavy.items()]
-            heapq.heapify(self._heap)
 
     def _least(self) -> str:
+        """
+        The heavy user with the fewest bytes, on top of the heap. Each user
+        has one entry there, which counts at most its bytes (they only
+        grow): an entry behind is brought up to date and sifted down, until
+        the one on top is up to date, and so the least.
+        """
+        heap, heavy = self._heap, self.heavy
         while True:
-            stored_bytes, user_id = self._heap[0]
-            user = self.heavy.get(user_id)
-            if user is not None and user.stored_bytes == stored_bytes:
+            stored_bytes, user_id = heap[0]
+            now = heavy[user_id].stored_bytes
+            if now == stored_bytes:
                 return user_id
-            heapq.heappop(self._heap)
+            heapq.heapreplace(heap, (now, user_id))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Users):
