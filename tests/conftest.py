@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,6 +102,35 @@ def redis_primary_and_replica(request: pytest.FixtureRequest) -> tuple[str, str]
     primary = _service(request, servers.start_redis)
     port = int(primary.rsplit(":", 1)[1].split("/")[0])
     return primary, _service(request, lambda: servers.start_redis(replica_of=port))
+
+
+SENTINEL_SERVICE = "sessions"
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(
+    request: pytest.FixtureRequest, redis_primary_and_replica: tuple[str, str]
+) -> tuple[str, int]:
+    """
+    Where a Sentinel watching the module's primary listens, once it knows
+    of its replica.
+    """
+    primary = redis_primary_and_replica[0]
+    port = int(primary.rsplit(":", 1)[1].split("/")[0])
+    location = _service(request, lambda: servers.start_redis_sentinel(port, SENTINEL_SERVICE))
+    host, sentinel_port = location.rsplit(":", 1)
+    with redis.Redis(host, int(sentinel_port)) as sentinel:
+        deadline = time.monotonic() + 60
+        while not sentinel.sentinel_slaves(SENTINEL_SERVICE):
+            assert time.monotonic() < deadline, "The Sentinel found no replica."
+            time.sleep(0.1)
+    return host, int(sentinel_port)
+
+
+@pytest.fixture(scope="module")
+def redis_shards(request: pytest.FixtureRequest) -> list[str]:
+    """Where three Redis servers of their own listen, to shard a cache across."""
+    return [_service(request, servers.start_redis) for _ in range(3)]
 
 
 @pytest.fixture

@@ -59,6 +59,25 @@ def start_redis(replica_of: int | None = None) -> Server:
     return _start_daemon(command, base, port, {"LOCATION": f"redis://{HOST}:{port}/0"})
 
 
+def start_redis_sentinel(primary_port: int, service: str) -> Server:
+    """A Redis Sentinel watching the primary on ``primary_port`` as ``service``."""
+    program = _which("redis-server", extra=("/usr/sbin",))
+    if program is None:
+        raise Unavailable(
+            "Redis is not installed (redis-server): install it with 'apt-get install redis-server'."
+        )
+    base = Path(tempfile.mkdtemp(prefix="analyze-sessions-sentinel-"))
+    port = free_port()
+    # A Sentinel rewrites its configuration file: one of its own.
+    config = base / "sentinel.conf"
+    config.write_text(
+        f"bind {HOST}\nport {port}\ndir {base}\nlogfile {base / 'sentinel.log'}\n"
+        f"sentinel monitor {service} {HOST} {primary_port} 1\n"
+    )
+    command = [program, str(config), "--sentinel"]
+    return _start_daemon(command, base, port, {"LOCATION": f"{HOST}:{port}"})
+
+
 def start_memcached() -> Server:
     program = _which("memcached", extra=("/usr/bin", "/usr/sbin"))
     if program is None:

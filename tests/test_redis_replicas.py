@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -11,8 +12,9 @@ from django.contrib.sessions.backends.cache import SessionStore
 from django.core.cache import caches
 from django.test import override_settings
 
+from tests.conftest import SENTINEL_SERVICE
 from tests.helpers import run_command
-from tests.test_sources_cache import redis_cache
+from tests.test_sources_cache import redis_cache, redis_name
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +44,7 @@ def test_sessions_are_read_from_a_replica_and_never_the_primary(
     primary = redis.Redis.from_url(primary_location)
     primary.flushdb()
     replica = redis.Redis.from_url(replica_location)
-    cache = redis_cache([primary_location, replica_location], backend)  # type: ignore[arg-type]
+    cache = redis_cache([primary_location, replica_location], backend)
     with override_settings(
         CACHES={"default": cache}, SESSION_ENGINE="django.contrib.sessions.backends.cache"
     ):
@@ -64,3 +66,98 @@ def test_sessions_are_read_from_a_replica_and_never_the_primary(
     assert {"scan", "getrange", "pttl"} <= set(command_calls(replica))
     primary.close()
     replica.close()
+
+
+def test_sentinel_finds_the_replica_that_is_read(
+    redis_primary_and_replica: tuple[str, str], redis_sentinel: tuple[str, int]
+) -> None:
+    primary_location, replica_location = redis_primary_and_replica
+    primary = redis.Redis.from_url(primary_location)
+    primary.flushdb()
+    replica = redis.Redis.from_url(replica_location)
+    # As django-redis's documentation sets Sentinel up: the service's name
+    # as the host, the Sentinels in the options.
+    cache = redis_cache(
+        f"redis://{SENTINEL_SERVICE}/0",
+        "django-redis",
+        CLIENT_CLASS="django_redis.client.SentinelClient",
+        CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
+        SENTINELS=[redis_sentinel],
+    )
+    with override_settings(
+        CACHES={"default": cache}, SESSION_ENGINE="django.contrib.sessions.backends.cache"
+    ):
+        for n in range(25):
+            store = SessionStore()
+            store["n"] = "n" * n
+            store.create()
+        replicated(primary, replica)
+        primary.config_resetstat()
+        replica.config_resetstat()
+
+        out, err, returncode = run_command("--format=json")
+        caches["default"].close()
+
+    assert (err, returncode) == ("", 0)
+    sessions = json.loads(out)["sessions"]
+    assert (sessions["processed"], sessions["total"]) == (25, 25)
+    assert [name for name in command_calls(primary) if name in READS] == []
+    assert {"scan", "getrange", "pttl"} <= set(command_calls(replica))
+    primary.close()
+    replica.close()
+
+
+# django-redis's ShardClient.add() warns about its own call of set().
+@pytest.mark.filterwarnings("ignore:set on sharded client:UserWarning")
+def test_every_shard_is_read_and_each_session_counted_once(redis_shards: list[str]) -> None:
+    shards = [redis.Redis.from_url(location) for location in redis_shards]
+    for shard in shards:
+        shard.flushdb()
+    cache = redis_cache(
+        redis_shards, "django-redis", CLIENT_CLASS="django_redis.client.ShardClient"
+    )
+    with override_settings(
+        CACHES={"default": cache}, SESSION_ENGINE="django.contrib.sessions.backends.cache"
+    ):
+        keys: list[str] = []
+        for n in range(60):
+            store = SessionStore()
+            store["n"] = "n" * n
+            store.create()
+            assert store.session_key is not None
+            keys.append(store.session_key)
+        # Where the site keeps each session: every shard holds some.
+        holders = {key: next(s for s in shards if s.exists(redis_name(key))) for key in keys}
+        assert all(shard.dbsize() for shard in shards)
+        sizes = {key: holders[key].strlen(redis_name(key)) for key in keys}
+        # A stale copy of a session on a shard the site does not read it from
+        # (left there by a change of shards): not a session of the site's.
+        stale = keys[0]
+        elsewhere = next(s for s in shards if s is not holders[stale])
+        copy = holders[stale].get(redis_name(stale))
+        assert isinstance(copy, bytes)
+        elsewhere.set(redis_name(stale), copy + b"stale")
+        before = {i: dict(shard.info("commandstats")) for i, shard in enumerate(shards)}
+
+        out, err, returncode = run_command("--format=json")
+        listed_out, listed_err, listed_returncode = run_command(
+            "--format=json", "--ids-from=-", stdin="\n".join(keys)
+        )
+        caches["default"].close()
+
+    for output, error, code in (
+        (out, err, returncode),
+        (listed_out, listed_err, listed_returncode),
+    ):
+        assert (error, code) == ("", 0)
+        sessions = json.loads(output)["sessions"]
+        assert sessions["processed"] == 60
+        assert json.loads(output)["stored_bytes"]["total"] == sum(sizes.values())
+    assert json.loads(out)["sessions"]["total"] == 60
+    # Each shard was read.
+    for i, shard in enumerate(shards):
+        assert (
+            command_calls(shard).get("getrange", 0)
+            > before[i].get("cmdstat_getrange", {"calls": 0})["calls"]
+        )
+        shard.close()

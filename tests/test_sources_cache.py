@@ -50,12 +50,17 @@ def new_key() -> str:
     return get_random_string(32, LOWER)
 
 
-def redis_cache(location: str, backend: str, **options: Any) -> dict[str, Any]:
+def redis_cache(location: str | list[str], backend: str, **options: Any) -> dict[str, Any]:
     path = {
         "RedisCache": "django.core.cache.backends.redis.RedisCache",
         "django-redis": "django_redis.cache.RedisCache",
     }[backend]
-    cache = {"BACKEND": path, "LOCATION": location, "KEY_PREFIX": "shop", "VERSION": 3}
+    cache: dict[str, Any] = {
+        "BACKEND": path,
+        "LOCATION": location,
+        "KEY_PREFIX": "shop",
+        "VERSION": 3,
+    }
     if options:
         cache["OPTIONS"] = options
     return cache

@@ -555,6 +555,12 @@ class RedisSource(ListingSource, CacheSource):
     """
     Read sessions from Redis, through Django's RedisCache or django-redis.
 
+    The servers read are those the site reads from: a replica where the
+    cache has replicas (RedisCache's servers after the first; django-redis's
+    Sentinel finds them), every shard of django-redis's ShardClient, and
+    only the sessions each shard holds for the site, so that a stale copy
+    on another shard is not counted again.
+
     Session keys are listed with SCAN on the pattern the cache's key function
     makes, never KEYS. Each value is read with GETRANGE, so that no more than
     the bound is ever read, and its time to live with PTTL, in pipelines of
@@ -568,13 +574,19 @@ class RedisSource(ListingSource, CacheSource):
 
     def __init__(self, cache: BaseCache, key_prefix: str, **options: Any) -> None:
         super().__init__(cache, key_prefix, **options)
+        # The servers read, and which of them holds a session's name.
+        self._shard_of: Callable[[str], int] | None = None
+        self._sentinel: Any = None
         if isinstance(cache, RedisCache):
-            client = cache._cache.get_client(write=False)
+            pools = [cache._cache.get_client(write=False).connection_pool]
             self._loads = self._django_loads(cache._cache._serializer)  # type: ignore[attr-defined]
         else:
-            client = self._django_redis_client(cache)
+            pools = self._django_redis_pools(cache.client)  # type: ignore[attr-defined]
             self._loads = self._django_redis_loads(cache.client)  # type: ignore[attr-defined]
-        self._client = _reading_client(client.connection_pool)
+        # A Sentinel's replica is asked for on the first read (see _client()).
+        self._clients: list[Any] = [
+            None if self._sentinel else _reading_client(pool) for pool in pools
+        ]
         head, _, tail = str(cache.make_key(key_prefix + _MARK)).partition(_MARK)
         self._head, self._tail = head, tail
         self._pattern = _glob_escape(head) + "*" + _glob_escape(tail)
@@ -584,16 +596,40 @@ class RedisSource(ListingSource, CacheSource):
     def unpack(self, value: bytes) -> Any:
         return self._loads(value)
 
-    @staticmethod
-    def _django_redis_client(cache: BaseCache) -> Any:
-        backend = cache.client  # type: ignore[attr-defined]
-        # Other clients shard, herd or find their servers their own way.
-        if _class_path(type(backend)) != "django_redis.client.default.DefaultClient":
-            raise UnsupportedEngine(
-                f"The django-redis client {type(backend).__name__} is not supported: only "
-                f"its DefaultClient can be read."
-            )
-        return backend.get_client(write=False)
+    def _django_redis_pools(self, backend: Any) -> list[Any]:
+        """The connection pools of the servers that ``backend`` reads sessions from."""
+        # Known by their exact classes: a subclass may find its servers its own way.
+        kind = _class_path(type(backend))
+        if kind == "django_redis.client.default.DefaultClient":
+            return [backend.get_client(write=False).connection_pool]
+        if kind == "django_redis.client.sentinel.SentinelClient":
+            self._sentinel = backend.get_client(write=False).connection_pool
+            return [self._sentinel]
+        if kind == "django_redis.client.sharded.ShardClient":
+            servers = list(dict.fromkeys(backend._server))
+            shards = {server: index for index, server in enumerate(servers)}
+            # The shard the site's own reads of the name go to.
+            self._shard_of = lambda name: shards[backend.get_server_name(name)]
+            return [backend._serverdict[server].connection_pool for server in servers]
+        raise UnsupportedEngine(
+            f"The django-redis client {type(backend).__name__} is not supported: its "
+            f"DefaultClient, SentinelClient and ShardClient can be read."
+        )
+
+    def _client(self, shard: int) -> Any:
+        """
+        The reading client of ``shard``. Through Sentinel, one of the
+        replicas it knows of, found on the first read and kept, so that a
+        scan goes on where its cursor belongs; the primary where it knows
+        no replica, as the site's own reads do then.
+        """
+        client = self._clients[shard]
+        if client is None:
+            manager, service = self._sentinel.sentinel_manager, self._sentinel.service_name
+            replicas = manager.discover_slaves(service)
+            host, port = replicas[0] if replicas else manager.discover_master(service)
+            client = self._clients[shard] = _reading_client(self._sentinel, host=host, port=port)
+        return client
 
     def _django_loads(self, serializer: Any) -> Callable[[bytes], Any]:
         # RedisSerializer writes integers as digits and anything else pickled.
@@ -658,7 +694,9 @@ class RedisSource(ListingSource, CacheSource):
         return loads
 
     def close(self) -> None:
-        self._client.connection_pool.disconnect()
+        for client in self._clients:
+            if client is not None:
+                client.connection_pool.disconnect()
 
     def total_sessions(self) -> int:
         try:
@@ -682,18 +720,23 @@ class RedisSource(ListingSource, CacheSource):
         return str(self.cache.make_key(self.key_prefix + key)).encode()
 
     def _listed(self) -> Iterator[tuple[str, bytes]]:
+        for shard in range(len(self._clients)):
+            yield from self._listed_on(shard)
+
+    def _listed_on(self, shard: int) -> Iterator[tuple[str, bytes]]:
         # SCAN may return a key twice (while Redis rehashes, or when a lost
         # connection makes a call run again), so keys already seen are skipped.
         seen: set[bytes] = set()
         cursor = 0
         while True:
-            cursor, names = self._retrying("list sessions in", partial(self._scan, cursor))
+            cursor, names = self._retrying("list sessions in", partial(self._scan, shard, cursor))
             for name in names:
                 text = name.decode("utf-8", errors="replace")
                 key = text[len(self._head) : len(text) - len(self._tail)]
                 if name not in seen and valid_key(key) and in_range(key, self.key_range):
                     seen.add(name)
-                    yield key, name
+                    if self._shard_of is None or self._shard_of(text) == shard:
+                        yield key, name
             if cursor == 0:
                 return
 
@@ -719,9 +762,24 @@ class RedisSource(ListingSource, CacheSource):
         values never sits in memory whole.
         """
         self._pause()
+        if self._shard_of is None:
+            yield from self._read_on(0, names)
+            return
+        on: dict[int, list[tuple[str, bytes]]] = {}
+        for key, name in names:
+            on.setdefault(self._shard_of(name.decode("utf-8", errors="replace")), []).append(
+                (key, name)
+            )
+        for shard, named in sorted(on.items()):
+            yield from self._read_on(shard, named)
+
+    def _read_on(
+        self, shard: int, names: list[tuple[str, bytes]]
+    ) -> Iterator[tuple[list[RawSession], int]]:
+        """What _read_in_parts() reads, for names on ``shard``."""
         if not names:
             return
-        sizes = self._commands([("STRLEN", name) for _, name in names], names)
+        sizes = self._commands(shard, [("STRLEN", name) for _, name in names], names)
         wanted: list[tuple[str, bytes, int]] = []
         too_large: list[tuple[str, bytes, int]] = []
         for (key, name), size in zip(names, sizes, strict=True):
@@ -729,12 +787,12 @@ class RedisSource(ListingSource, CacheSource):
                 continue  # Tallied as unreadable, or filtered out.
             (too_large if size > self.max_size else wanted).append((key, name, size))
         for group in _within(wanted, READ_BUDGET):
-            yield self._read_values(group, read_values=True)
+            yield self._read_values(shard, group, read_values=True)
         if too_large:
-            yield self._read_values(too_large, read_values=False)
+            yield self._read_values(shard, too_large, read_values=False)
 
     def _read_values(
-        self, group: list[tuple[str, bytes, int]], *, read_values: bool
+        self, shard: int, group: list[tuple[str, bytes, int]], *, read_values: bool
     ) -> tuple[list[RawSession], int]:
         """The sessions of ``group``, with their values if ``read_values``; how many are gone."""
         commands: list[tuple[Any, ...]] = []
@@ -744,7 +802,7 @@ class RedisSource(ListingSource, CacheSource):
             commands.append(("PTTL", name))
         step = 2 if read_values else 1
         replies = self._commands(
-            commands, [(key, name) for key, name, _ in group for _ in range(step)]
+            shard, commands, [(key, name) for key, name, _ in group for _ in range(step)]
         )
         now = datetime.now(timezone.utc)
         batch, gone = [], 0
@@ -764,7 +822,7 @@ class RedisSource(ListingSource, CacheSource):
         return batch, gone
 
     def _commands(
-        self, commands: list[tuple[Any, ...]], names: list[tuple[str, bytes]]
+        self, shard: int, commands: list[tuple[Any, ...]], names: list[tuple[str, bytes]]
     ) -> list[Any]:
         """
         The replies to ``commands``, sent in one pipeline, each about the
@@ -772,7 +830,7 @@ class RedisSource(ListingSource, CacheSource):
         (the key holds no string) is None, and the session is tallied as
         unreadable; any other error stops the run.
         """
-        replies = self._retrying("read sessions from", partial(self._pipeline, commands))
+        replies = self._retrying("read sessions from", partial(self._pipeline, shard, commands))
         unreadable: set[bytes] = set()
         for command, (key, name), reply in zip(commands, names, replies, strict=True):
             if not isinstance(reply, Exception):
@@ -793,8 +851,8 @@ class RedisSource(ListingSource, CacheSource):
             for (_, name), reply in zip(names, replies, strict=True)
         ]
 
-    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipeline = self._client.pipeline(transaction=False)
+    def _pipeline(self, shard: int, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipeline = self._client(shard).pipeline(transaction=False)
         for command in commands:
             pipeline.execute_command(*command)
         # Errors come back as replies, so that one key of another type does
@@ -802,8 +860,8 @@ class RedisSource(ListingSource, CacheSource):
         result: list[Any] = pipeline.execute(raise_on_error=False)
         return result
 
-    def _scan(self, cursor: int) -> tuple[int, list[Any]]:
-        found: tuple[int, list[Any]] = self._client.scan(
+    def _scan(self, shard: int, cursor: int) -> tuple[int, list[Any]]:
+        found: tuple[int, list[Any]] = self._client(shard).scan(
             cursor, match=self._pattern, count=self.batch_size
         )
         return found
@@ -845,24 +903,30 @@ _DJANGO_REDIS_SAFE_SERIALIZERS = frozenset(
 )
 
 
-def _reading_client(pool: Any) -> Any:
+def _reading_client(pool: Any, **address: Any) -> Any:
     """
-    A client of its own on the servers of ``pool``, each of whose
-    connections asks Redis not to count the source's reads as accesses.
+    A client of its own on the server of ``pool`` (or at ``address``, host
+    and port, with its settings), each of whose connections asks Redis not
+    to count the source's reads as accesses.
     """
     import redis
 
-    kwargs = dict(pool.connection_kwargs)
-    # What redis-py's pool makes for its own connections: the new pool makes its own.
-    for owned in ("maint_notifications_pool_handler", "himport_registry"):
+    kwargs = {**pool.connection_kwargs, **address}
+    # What redis-py's pool makes for its own connections (a Sentinel's pool
+    # itself among them): the new pool makes its own.
+    for owned in ("maint_notifications_pool_handler", "himport_registry", "connection_pool"):
         kwargs.pop(owned, None)
     kwargs["redis_connect_func"] = _connect_without_touching
     kwargs["decode_responses"] = False  # Values are bytes, whatever the cache says.
     for option in ("socket_connect_timeout", "socket_timeout"):
         if kwargs.get(option) is None:
             kwargs[option] = DEFAULT_TIMEOUT
+    connection_class = pool.connection_class
+    if address:  # Found through Sentinel, whose connections find their own server.
+        secure = issubclass(connection_class, redis.SSLConnection)
+        connection_class = redis.SSLConnection if secure else redis.Connection
     return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs)
     )
 
 
