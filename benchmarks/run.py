@@ -4,6 +4,7 @@ Measure analyze_sessions against the cost of decoding, side by side.
     python -m benchmarks.run [--sessions N] [--legacy-sessions M] [--no-postgres]
     python -m benchmarks.run --token-keys [--sessions N]
     python -m benchmarks.run --distinct-users [--sessions N]
+    python -m benchmarks.run --scale [--sessions N]
 
 Generates N realistic sessions into SQLite (kept in benchmarks/.data, so a
 second run reuses them), and copies them into throwaway PostgreSQL and
@@ -18,7 +19,11 @@ random OAuth state each (as social-auth-app-django names them), so that the
 store holds about twice as many distinct keys as sessions; the command is
 timed on a tenth of them and on all, to show that its memory stays flat.
 With --distinct-users, each session is a distinct user's, with a search
-key of its own: the users are sketched past 10,000.
+key of its own: the users are sketched past 10,000. With --scale, every
+session is logged in, two to a user, and one in ten holds a search key of
+its own, so that N sessions hold N/2 distinct users and N/10 distinct
+dynamic keys (ten million: five million users, a million keys); the
+command's memory is measured on 100,000 of them and on all.
 """
 
 from __future__ import annotations
@@ -51,12 +56,19 @@ VARIANTS = (
 
 
 def sessions(
-    count: int, seed: int = 2013, *, tokens: bool = False, distinct: bool = False
+    count: int,
+    seed: int = 2013,
+    *,
+    tokens: bool = False,
+    distinct: bool = False,
+    scaled: bool = False,
 ) -> Iterator[tuple[str, str, str]]:
     """
     (key, data, expire_date) for ``count`` sessions like a shop's; with
     ``tokens``, each with abandoned social logins' states under keys of their
-    own; with ``distinct``, each of a user of its own, with a search of its own.
+    own; with ``distinct``, each of a user of its own, with a search of its
+    own; with ``scaled``, each logged in, two to a user, one in ten with a
+    search of its own.
     """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
     import django
@@ -95,6 +107,10 @@ def sessions(
                 {"order": row, "ref": f"{rng.getrandbits(128):032x}"}
                 for row in range(rng.randint(350, 1050))
             ]
+        if scaled:
+            session["_auth_user_id"] = str(1_000_000 + number // 2)
+            if number % 10 == 0:
+                session[f"search_{number:010x}"] = rng.sample(range(5000), 5)
         if distinct:
             session["_auth_user_id"] = str(1_000_000 + number)
             session[f"search_{rng.getrandbits(40):010x}"] = rng.sample(range(5000), 5)
@@ -112,9 +128,11 @@ def sessions(
         yield key, data, expires.isoformat(sep=" ")
 
 
-def sqlite_store(count: int, *, tokens: bool = False, distinct: bool = False) -> Path:
+def sqlite_store(
+    count: int, *, tokens: bool = False, distinct: bool = False, scaled: bool = False
+) -> Path:
     DATA.mkdir(parents=True, exist_ok=True)
-    kind = "-tokens" if tokens else "-distinct" if distinct else ""
+    kind = "-tokens" if tokens else "-distinct" if distinct else "-scaled" if scaled else ""
     path = DATA / f"sessions-{count}{kind}.sqlite3"
     if path.exists():
         return path
@@ -128,7 +146,7 @@ def sqlite_store(count: int, *, tokens: bool = False, distinct: bool = False) ->
     )
     os.environ["BENCHMARK_DB_NAME"] = str(partial)
     database = sqlite3.connect(partial)
-    rows = sessions(count, tokens=tokens, distinct=distinct)
+    rows = sessions(count, tokens=tokens, distinct=distinct, scaled=scaled)
     while batch := [row for _, row in zip(range(10_000), rows, strict=False)]:
         database.executemany(
             "INSERT INTO django_session (session_key, session_data, expire_date) VALUES (?, ?, ?)",
@@ -313,6 +331,11 @@ def main() -> None:
         help="Time the command on stores with about two distinct keys a session, on SQLite.",
     )
     parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="Measure the command's memory on 100,000 and on N sessions of N/2 users, on SQLite.",
+    )
+    parser.add_argument(
         "--distinct-users",
         action="store_true",
         help="Time the command on stores whose sessions are each a distinct user's, on SQLite.",
@@ -320,6 +343,9 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.scale:
+        scale(args.sessions)
+        return
     if args.token_keys or args.distinct_users:
         growing(args.sessions, tokens=args.token_keys, distinct=args.distinct_users)
         return
@@ -376,6 +402,23 @@ def growing(count: int, *, tokens: bool = False, distinct: bool = False) -> None
         else "SQLite, each session of a user of its own, with a search of its own"
     )
     print(table(title, results))
+
+
+def scale(count: int) -> None:
+    """The command's time and memory on 100,000 sessions of the --scale store, and on ``count``."""
+    results: dict[str, dict[str, float]] = {}
+    for sessions_in_store in (100_000, count):
+        path = sqlite_store(sessions_in_store, scaled=True)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "BENCHMARK_DB": "sqlite",
+            "BENCHMARK_DB_NAME": str(path),
+        }
+        for variant in ("tight", "analyze_jobs_1"):
+            results[f"{variant} {sessions_in_store}"] = measure(variant, env)
+            print(f"  {variant} {sessions_in_store}: done", file=sys.stderr)
+    print(table("SQLite, two sessions a user, one in ten with a key of its own", results))
 
 
 def run(

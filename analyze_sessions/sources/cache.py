@@ -34,6 +34,7 @@ from django.db import DatabaseError, connections, models, router, transaction
 from django.utils.module_loading import import_string
 
 from analyze_sessions import unpickling
+from analyze_sessions.seen import SeenNames
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.shown import masked
 from analyze_sessions.sources import (
@@ -724,17 +725,17 @@ class RedisSource(ListingSource, CacheSource):
             yield from self._listed_on(shard)
 
     def _listed_on(self, shard: int) -> Iterator[tuple[str, bytes]]:
-        # SCAN may return a key twice (while Redis rehashes, or when a lost
-        # connection makes a call run again), so keys already seen are skipped.
-        seen: set[bytes] = set()
+        # SCAN may return a key twice (while Redis resizes its table, or when
+        # a lost connection makes a call run again), so keys already seen
+        # are skipped: remembered in 12 bytes each.
+        seen = SeenNames()
         cursor = 0
         while True:
             cursor, names = self._retrying("list sessions in", partial(self._scan, shard, cursor))
             for name in names:
                 text = name.decode("utf-8", errors="replace")
                 key = text[len(self._head) : len(text) - len(self._tail)]
-                if name not in seen and valid_key(key) and in_range(key, self.key_range):
-                    seen.add(name)
+                if valid_key(key) and in_range(key, self.key_range) and seen.add(name):
                     if self._shard_of is None or self._shard_of(text) == shard:
                         yield key, name
             if cursor == 0:
