@@ -113,7 +113,7 @@ def redis_sentinel(
 ) -> tuple[str, int]:
     """
     Where a Sentinel watching the module's primary listens, once it knows
-    of its replica.
+    of its replica, up and in step.
     """
     primary = redis_primary_and_replica[0]
     port = int(primary.rsplit(":", 1)[1].split("/")[0])
@@ -121,7 +121,10 @@ def redis_sentinel(
     host, sentinel_port = location.rsplit(":", 1)
     with redis.Redis(host, int(sentinel_port)) as sentinel:
         deadline = time.monotonic() + 60
-        while not sentinel.sentinel_slaves(SENTINEL_SERVICE):
+        while not any(
+            replica["master-link-status"] == "ok" and not replica["is_sdown"]
+            for replica in sentinel.sentinel_slaves(SENTINEL_SERVICE)
+        ):
             assert time.monotonic() < deadline, "The Sentinel found no replica."
             time.sleep(0.1)
     return host, int(sentinel_port)

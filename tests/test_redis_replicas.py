@@ -12,6 +12,7 @@ from django.contrib.sessions.backends.cache import SessionStore
 from django.core.cache import caches
 from django.test import override_settings
 
+from tests import servers
 from tests.conftest import SENTINEL_SERVICE
 from tests.helpers import run_command
 from tests.test_sources_cache import redis_cache, redis_name
@@ -75,15 +76,7 @@ def test_sentinel_finds_the_replica_that_is_read(
     primary = redis.Redis.from_url(primary_location)
     primary.flushdb()
     replica = redis.Redis.from_url(replica_location)
-    # As django-redis's documentation sets Sentinel up: the service's name
-    # as the host, the Sentinels in the options.
-    cache = redis_cache(
-        f"redis://{SENTINEL_SERVICE}/0",
-        "django-redis",
-        CLIENT_CLASS="django_redis.client.SentinelClient",
-        CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
-        SENTINELS=[redis_sentinel],
-    )
+    cache = sentinel_cache([redis_sentinel])
     with override_settings(
         CACHES={"default": cache}, SESSION_ENGINE="django.contrib.sessions.backends.cache"
     ):
@@ -161,3 +154,82 @@ def test_every_shard_is_read_and_each_session_counted_once(redis_shards: list[st
             > before[i].get("cmdstat_getrange", {"calls": 0})["calls"]
         )
         shard.close()
+
+
+@pytest.mark.parametrize("backend", ["RedisCache", "django-redis"])
+def test_a_replica_out_of_step_with_its_primary_is_not_read(
+    request: pytest.FixtureRequest, redis_primary_and_replica: tuple[str, str], backend: str
+) -> None:
+    # A replica of a primary it cannot reach: it holds none of the sessions.
+    server = servers.start_redis(replica_of=servers.free_port())
+    request.addfinalizer(server.stop)
+    primary_location = redis_primary_and_replica[0]
+    lost = server.settings["LOCATION"]
+    cache = redis_cache([primary_location, lost], backend)
+    with override_settings(
+        CACHES={"default": cache}, SESSION_ENGINE="django.contrib.sessions.backends.cache"
+    ):
+        SessionStore().create()
+        out, err, returncode = run_command()
+        caches["default"].close()
+
+    address = lost.removeprefix("redis://").removesuffix("/0")
+    assert (out, err, returncode) == (
+        "",
+        f"CommandError: The Redis replica at {address} is not in step "
+        f"with its primary (its link to it is down): it may hold only some of the sessions, "
+        f"so it is not read.\n",
+        1,
+    )
+
+
+def sentinel_cache(sentinels: list[tuple[str, int]], service: str = SENTINEL_SERVICE) -> Any:
+    # As django-redis's documentation sets Sentinel up: the service's name
+    # as the host, the Sentinels in the options.
+    return redis_cache(
+        f"redis://{service}/0",
+        "django-redis",
+        CLIENT_CLASS="django_redis.client.SentinelClient",
+        CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
+        SENTINELS=sentinels,
+    )
+
+
+def test_a_service_no_sentinel_knows_is_one_sentence(redis_sentinel: tuple[str, int]) -> None:
+    nowhere = ("127.0.0.1", servers.free_port())
+    with override_settings(
+        CACHES={"default": sentinel_cache([nowhere, redis_sentinel], "elsewhere")},
+        SESSION_ENGINE="django.contrib.sessions.backends.cache",
+    ):
+        out, err, returncode = run_command()
+
+    assert (out, returncode) == ("", 1)
+    assert err == (
+        "CommandError: No Sentinel named a server of the Redis service "
+        "'elsewhere' (ConnectionError, ERR).\n"
+    )
+
+
+def test_through_a_sentinel_that_knows_no_replica_the_primary_is_read(
+    request: pytest.FixtureRequest,
+) -> None:
+    # As the site's own reads do then.
+    primary_server = servers.start_redis()
+    request.addfinalizer(primary_server.stop)
+    port = int(primary_server.settings["LOCATION"].rsplit(":", 1)[1].split("/")[0])
+    sentinel_server = servers.start_redis_sentinel(port, "lone")
+    request.addfinalizer(sentinel_server.stop)
+    host, sentinel_port = sentinel_server.settings["LOCATION"].rsplit(":", 1)
+    with override_settings(
+        CACHES={"default": sentinel_cache([(host, int(sentinel_port))], "lone")},
+        SESSION_ENGINE="django.contrib.sessions.backends.cache",
+    ):
+        for _ in range(3):
+            SessionStore().create()
+        out, err, returncode = run_command()
+        caches["default"].close()
+
+    assert (err, returncode) == ("", 0)
+    assert out.startswith("Processed 3 sessions out of 3 total sessions\n")
+    with redis.Redis.from_url(primary_server.settings["LOCATION"]) as primary:
+        assert "scan" in command_calls(primary)

@@ -368,6 +368,23 @@ def test_a_command_the_acl_forbids_is_one_sentence(
         assert listed == ("", sentence, 1)
 
 
+@pytest.mark.parametrize("backend", ["RedisCache", "django-redis"])
+def test_a_user_the_acl_keeps_from_info_still_reads(
+    redis_location: str, restricted_user: Callable[[str], str], backend: str
+) -> None:
+    # INFO only tells whether a replica is in step: without it, the server is read.
+    with override_settings(
+        SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": redis_cache(redis_location, backend)}
+    ):
+        session_via_view(foo="bar")
+    restricted = redis_cache(restricted_user("info"), backend)
+    with override_settings(SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": restricted}):
+        out, err, returncode = run_command()
+
+    assert (err, returncode) == ("", 0)
+    assert out.startswith("Processed 1 sessions out of 1 total sessions\n")
+
+
 # The bound on what is read.
 
 

@@ -592,7 +592,10 @@ class RedisSource(ListingSource, CacheSource):
         self._head, self._tail = head, tail
         self._pattern = _glob_escape(head) + "*" + _glob_escape(tail)
         self._sessions_seen: int | None = None
-        self._worked = False
+        # The servers that answered once: one that fails later is given time.
+        self._worked: set[int] = set()
+        # The servers whose replication was checked (see _client()).
+        self._checked: set[int] = set()
 
     def unpack(self, value: bytes) -> Any:
         return self._loads(value)
@@ -621,16 +624,56 @@ class RedisSource(ListingSource, CacheSource):
         """
         The reading client of ``shard``. Through Sentinel, one of the
         replicas it knows of, found on the first read and kept, so that a
-        scan goes on where its cursor belongs; the primary where it knows
-        no replica, as the site's own reads do then.
+        scan goes on where its cursor belongs (see _sentinel_server()).
+
+        A replica is read only while it is in step with its primary: one
+        still making its first copy, or cut off from its primary, holds
+        fewer sessions than the store, and reading it would report them as
+        the store's.
         """
         client = self._clients[shard]
         if client is None:
-            manager, service = self._sentinel.sentinel_manager, self._sentinel.service_name
-            replicas = manager.discover_slaves(service)
-            host, port = replicas[0] if replicas else manager.discover_master(service)
+            host, port = self._sentinel_server()
             client = self._clients[shard] = _reading_client(self._sentinel, host=host, port=port)
+        if shard not in self._checked:
+            _check_replication(client)
+            self._checked.add(shard)
         return client
+
+    def _sentinel_server(self) -> tuple[str, int]:
+        """
+        Where the Sentinels say a replica of the service is, up and in step
+        with its primary; where none is, the primary, as the site's own
+        reads go then. Each Sentinel is asked in turn, with this source's
+        own time limit.
+        """
+        service = self._sentinel.service_name
+        failures: list[str] = []
+        for sentinel in self._sentinel.sentinel_manager.sentinels:
+            asking = _reading_client(sentinel.connection_pool)
+            try:
+                replicas = asking.sentinel_slaves(service)
+                primary = asking.sentinel_get_master_addr_by_name(service)
+            except Exception as error:  # Down, refusing, or not watching the service.
+                failures.append(_redis_failure(error))
+                continue
+            finally:
+                asking.connection_pool.disconnect()
+            for replica in replicas:
+                if replica.get("master-link-status") == "ok" and not (
+                    replica.get("is_sdown")
+                    or replica.get("is_odown")
+                    or replica.get("is_disconnected")
+                ):
+                    return str(replica["ip"]), int(replica["port"])
+            if primary:
+                host = primary[0]
+                return host.decode() if isinstance(host, bytes) else str(host), int(primary[1])
+            failures.append("no primary")
+        raise SourceError(
+            f"No Sentinel named a server of the Redis service '{service}' "
+            f"({', '.join(sorted(set(failures))) or 'no Sentinels'})."
+        )
 
     def _django_loads(self, serializer: Any) -> Callable[[bytes], Any]:
         # RedisSerializer writes integers as digits and anything else pickled.
@@ -731,7 +774,9 @@ class RedisSource(ListingSource, CacheSource):
         seen = SeenNames()
         cursor = 0
         while True:
-            cursor, names = self._retrying("list sessions in", partial(self._scan, shard, cursor))
+            cursor, names = self._retrying(
+                "list sessions in", shard, partial(self._scan, shard, cursor)
+            )
             for name in names:
                 text = name.decode("utf-8", errors="replace")
                 key = text[len(self._head) : len(text) - len(self._tail)]
@@ -831,7 +876,9 @@ class RedisSource(ListingSource, CacheSource):
         (the key holds no string) is None, and the session is tallied as
         unreadable; any other error stops the run.
         """
-        replies = self._retrying("read sessions from", partial(self._pipeline, shard, commands))
+        replies = self._retrying(
+            "read sessions from", shard, partial(self._pipeline, shard, commands)
+        )
         unreadable: set[bytes] = set()
         for command, (key, name), reply in zip(commands, names, replies, strict=True):
             if not isinstance(reply, Exception):
@@ -867,20 +914,22 @@ class RedisSource(ListingSource, CacheSource):
         )
         return found
 
-    def _retrying(self, doing: str, call: Callable[[], T]) -> T:
+    def _retrying(self, doing: str, shard: int, call: Callable[[], T]) -> T:
         """
-        ``call()``; if the connection to Redis is lost, call it again after
-        growing pauses, a bounded number of times.
+        ``call()`` on ``shard``; if the connection to it is lost, call it
+        again after growing pauses, a bounded number of times.
         """
         for delay in (*self.retry_delays, None):
             try:
                 result = call()
-                self._worked = True
+                self._worked.add(shard)
                 return result
+            except SourceError:
+                raise
             except Exception as error:
                 # A server away from the start is an error at once; one lost
                 # during the run is given time to come back.
-                if delay is None or not self._worked or not _connection_lost(error):
+                if delay is None or shard not in self._worked or not _connection_lost(error):
                     raise SourceError(_redis_error(doing, error)) from error
             time.sleep(delay)
         raise AssertionError("unreachable")
@@ -929,6 +978,32 @@ def _reading_client(pool: Any, **address: Any) -> Any:
     return redis.Redis(
         connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs)
     )
+
+
+def _check_replication(client: Any) -> None:
+    """
+    Refuse a replica that is not in step with its primary. A server that
+    keeps its replication to itself (an ACL without INFO) is read as it is.
+    """
+    from redis.exceptions import ResponseError
+
+    try:
+        replication = client.info("replication")
+    except ResponseError:
+        return
+    if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+        raise SourceError(
+            f"The Redis replica at {_address(client)} is not in step with its "
+            f"primary (its link to it is {replication.get('master_link_status', 'unknown')}): "
+            f"it may hold only some of the sessions, so it is not read."
+        )
+
+
+def _address(client: Any) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
 
 
 def _connect_without_touching(connection: Any) -> None:
