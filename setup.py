@@ -24,7 +24,7 @@ setup(
         ]
     },
     python_requires=">=3.10",
-    install_requires=["Django>=5.2", "jsonschema>=4.20", "tqdm>=4.60"],
+    install_requires=["Django>=5.2", "jsonschema>=4.20", "msgspec>=0.18", "tqdm>=4.60"],
     classifiers=[
         "Development Status :: 4 - Beta",
         "Environment :: Web Environment",

@@ -17,6 +17,7 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
+import msgspec
 from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.utils.encoding import force_bytes
@@ -106,6 +107,9 @@ class Decoder:
         # Django's JSON serializer writes compact JSON, whose entries can be
         # measured while it is parsed, rather than written again to measure.
         self._compact_json = type(self._serializer) is signing.JSONSerializer
+        # Where the report reads no value but the user's id (no nested
+        # paths, no expiry kept in the session), the others are not parsed.
+        self._values_unread = self._compact_json and not depth and expiry is None
 
     def decode(self, raw: RawSession) -> DecodedSession:
         """Decode ``raw``; never raises, whatever its data holds."""
@@ -218,6 +222,13 @@ class Decoder:
             items = payload.count(b",") + payload.count(b"[") + payload.count(b"{")
             if items > object_budget(self._max_size):
                 raise _Undecodable(TOO_LARGE)
+        if self._values_unread:
+            spans = entry_spans(payload)
+            if spans is not None:
+                entries, user_id = spans
+                # The one value read: parsed alone.
+                session = {} if user_id is None else {USER_ID_KEY: msgspec.json.decode(user_id)}
+                return session, len(payload), entries
         if self._compact_json:
             measured = split_compact_json(payload)
             if measured is not None:
@@ -393,6 +404,42 @@ def b64_decode(data: bytes) -> bytes:
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _scan_value = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+_RAW_ENTRIES = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def entry_spans(payload: bytes) -> tuple[dict[str, int], msgspec.Raw | None] | None:
+    """
+    The bytes each entry of compact JSON ``payload`` takes (``"key":value``),
+    and the text of its user id's value, if it has one, without parsing any
+    value: msgspec checks that each is JSON, and says where it ends.
+
+    None for anything but an ASCII object written without spaces, whose
+    keys need no escapes, each once: there the entries do not add up to
+    the payload, or the text is not what Django's serializer reads (it
+    reads bytes as Latin-1, msgspec as UTF-8). Then split_compact_json(),
+    or json itself, measures it, and says what is wrong. msgspec refuses
+    what json refuses, and more (NaN, lone surrogates), never less.
+    """
+    if not payload.isascii():
+        return None
+    try:
+        values = _RAW_ENTRIES.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    entries: dict[str, int] = {}
+    # The braces, and a comma between entries.
+    total = 2 + max(len(values) - 1, 0)
+    for key, value in values.items():
+        # A key unescaped is no longer than it is written, and a key given
+        # twice is counted once: either way the sum falls short.
+        size = len(key) + 3 + len(value)
+        entries[key] = size
+        total += size
+    if total != len(payload):
+        return None
+    return entries, values.get(USER_ID_KEY)
 
 
 def split_compact_json(payload: bytes) -> tuple[dict[str, Any], dict[str, int]] | None:

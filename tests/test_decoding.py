@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import json
 import tracemalloc
 import zlib
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 from django.contrib.sessions.backends.db import SessionStore
+from django.core import signing
 from django.core.signing import b64_encode
 from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyze_sessions.decoding import (
     BAD_ENCODING,
@@ -17,6 +22,7 @@ from analyze_sessions.decoding import (
     TOO_LARGE,
     DecodedSession,
     Decoder,
+    entry_spans,
 )
 from analyze_sessions.sources import RawSession
 from analyze_sessions.unpickling import Refused
@@ -72,6 +78,72 @@ def test_json_another_program_wrote_is_read_as_django_reads_it_and_measured_as_i
     assert decoded.payload_size == len(payload) == 32
     # '"café":"crème"' is 16 bytes in UTF-8, '"cart":[1, 2]' 13.
     assert decoded.entries == {"caf\u00c3\u00a9": 16, "cart": 13}
+
+
+@pytest.mark.parametrize(
+    ("payload", "entries"),
+    [
+        # Keys with escapes: a/b written "a\/b", and q" written "q\"".
+        (b'{"a\\/b":1,"c":22}', {"a/b": 8, "c": 6}),
+        (b'{"q\\"":[1]}', {'q"': 9}),
+        # Spaces, where Django writes none: entries measured written again.
+        (b'{"a": 1, "b" :2}', {"a": 5, "b": 5}),
+        # NaN, which json reads and msgspec does not.
+        (b'{"a":NaN,"b":1}', {"a": 7, "b": 5}),
+    ],
+)
+def test_json_whose_entries_cannot_be_spanned_unparsed_is_measured_in_full(
+    payload: bytes, entries: dict[str, int]
+) -> None:
+    decoded = decode(signed(b64_encode(payload).decode()))
+
+    assert decoded.failure is None
+    assert decoded.entries == entries
+    assert decoded.payload_size == len(payload)
+
+
+def test_a_key_written_twice_is_measured_as_django_reads_it() -> None:
+    # json keeps the last value; the entry is what writing it again takes.
+    payload = b'{"a":1,"a":22,"b":3}'
+
+    decoded = decode(signed(b64_encode(payload).decode()))
+
+    assert decoded.entries == {"a": len('"a":22'), "b": len('"b":3')}
+
+
+@pytest.mark.parametrize(
+    ("value", "user_id"),
+    [('"42"', "42"), ("42", "42"), ('{"id":"42"}', None), ('"4 2"', None), ("null", None)],
+)
+def test_the_user_id_is_read_from_its_value_alone(value: str, user_id: str | None) -> None:
+    payload = f'{{"cart":[1,2],"_auth_user_id":{value},"n":null}}'.encode()
+
+    decoded = decode(signed(b64_encode(payload).decode()))
+
+    assert decoded.user_id == user_id
+    assert decoded.entries == {
+        "cart": len('"cart":[1,2]'),
+        "_auth_user_id": len(f'"_auth_user_id":{value}'),
+        "n": len('"n":null'),
+    }
+
+
+def test_entry_spans_are_those_of_the_payload() -> None:
+    payload = b'{"foo":"bar","cart":[1,{"x":[]}],"_auth_user_id":"7","e":{}}'
+
+    spans = entry_spans(payload)
+
+    assert spans is not None
+    entries, user_id = spans
+    assert entries == {"foo": 11, "cart": 19, "_auth_user_id": 19, "e": 6}
+    assert sum(entries.values()) + 2 + 3 == len(payload)
+    assert bytes(user_id or b"") == b'"7"'
+    assert entry_spans(b"{}") == ({}, None)
+    # What is not ASCII is escaped, as Django writes it.
+    assert entry_spans(b'{"a":"\\u00e9"}') == ({"a": 12}, None)
+    # Not an object, not ASCII, not JSON: measured the other way, or refused.
+    for other in (b"[1]", '{"é":1}'.encode(), b'{"a":1', b""):
+        assert entry_spans(other) is None
 
 
 def test_the_stored_size_is_the_one_the_source_measured() -> None:
@@ -326,3 +398,32 @@ def test_a_long_key_is_cut_short_in_nested_paths() -> None:
     # "0":0 is 5 bytes.
     cut = "K" * 100 + "\u2026"
     assert decoded.nested == {f"{cut}.{n}": 5 for n in range(3)}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(derandomize=True, max_examples=300)
+@given(st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=6))
+def test_entries_spanned_unparsed_are_those_the_serializer_writes(
+    session: dict[str, Any],
+) -> None:
+    payload = json.dumps(session, separators=(",", ":")).encode("latin-1")
+    serializer = signing.JSONSerializer()
+    empty = len(serializer.dumps({}))
+
+    spans = entry_spans(payload)
+
+    # Keys written with escapes are measured the other way.
+    if all(json.dumps(key) == f'"{key}"' for key in session):
+        assert spans is not None
+    if spans is not None:
+        assert spans[0] == {
+            key: len(serializer.dumps({key: value})) - empty for key, value in session.items()
+        }
