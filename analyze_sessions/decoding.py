@@ -428,16 +428,11 @@ def entry_spans(payload: bytes) -> tuple[dict[str, int], msgspec.Raw | None] | N
         values = _RAW_ENTRIES.decode(payload)
     except (msgspec.DecodeError, RecursionError):
         return None
-    entries: dict[str, int] = {}
-    # The braces, and a comma between entries.
-    total = 2 + max(len(values) - 1, 0)
-    for key, value in values.items():
-        # A key unescaped is no longer than it is written, and a key given
-        # twice is counted once: either way the sum falls short.
-        size = len(key) + 3 + len(value)
-        entries[key] = size
-        total += size
-    if total != len(payload):
+    entries = {key: len(key) + 3 + len(value) for key, value in values.items()}
+    # With the braces, and a comma between entries, the entries make the
+    # payload. A key unescaped is shorter than it is written, and a key
+    # given twice is counted once: either way they fall short.
+    if sum(entries.values()) + 1 + (len(entries) or 1) != len(payload):
         return None
     return entries, values.get(USER_ID_KEY)
 
