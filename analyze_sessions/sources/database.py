@@ -323,6 +323,8 @@ class DatabaseSource:
         else:
             moment = _parsed(value)
         if moment is not None:
+            if moment.tzinfo is timezone.utc:  # As PostgreSQL's rows come.
+                return moment
             if moment.tzinfo is None and zone is not None:
                 moment = moment.replace(tzinfo=zone)
                 if zone is timezone.utc:
