@@ -125,6 +125,10 @@ def _parsed(value: Any) -> datetime | None:
         return None
 
 
+# Stands for the last key of a page while the query of the next is written.
+_LAST = "\x00last session key\x00"
+
+
 def _after(last: Any) -> Any:
     """``last``, the key a page ended on, as the database must be given it to seek past it."""
     if isinstance(last, bytes):
@@ -253,6 +257,7 @@ class DatabaseSource:
         self._queried = False
         self._worked = False
         self._rowid: bool | None = None
+        self._next_page: tuple[str, list[Any], int] | None = None
         self.max_size = max_size
         self.unreadable: Counter[str] = Counter()
         self.unreadable_expiry = 0
@@ -340,8 +345,22 @@ class DatabaseSource:
     def _key_page(self, last: Any) -> tuple[str, Sequence[Any]]:
         # The sessions after ``last`` in primary-key order, which every
         # database can seek to through the key's index.
+        if type(last) is str and self._next_page is not None and _after(last) is last:
+            # The query of every page but the first, written once: the ORM
+            # takes 2 ms to write it, a tenth of the page's reading.
+            next_sql, next_params, where = self._next_page
+            return next_sql, [*next_params[:where], last, *next_params[where + 1 :]]
         rows = self._readable(self._filtered()).order_by("pk").values_list("pk", *self._fields)
-        if last is not None:
+        if last is None:
+            if self._next_page is None:
+                try:
+                    written, params = self._sql(rows.filter(pk__gt=_LAST)[: self.batch_size])
+                except (TypeError, ValueError):  # A primary key that is no text.
+                    params = []
+                # Where the last key goes, if it goes in as given.
+                if list(params).count(_LAST) == 1:
+                    self._next_page = written, list(params), list(params).index(_LAST)
+        else:
             rows = rows.filter(pk__gt=_after(last))
         return self._sql(rows[: self.batch_size])
 
