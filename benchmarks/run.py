@@ -44,14 +44,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / ".data"
+# The 2013 algorithm last: it reads a store of its own, which on MariaDB
+# pushes the main store out of a buffer pool too small for both, so that
+# whatever ran after it read from the disk.
 VARIANTS = (
     "floor",
     "tight",
     "by_hand",
-    "legacy_2013",
     "analyze_jobs_1",
     "analyze_jobs_2",
     "analyze_ids_from",
+    "legacy_2013",
 )
 
 
