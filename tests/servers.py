@@ -44,11 +44,7 @@ def start(backend: str) -> Server:
 
 def start_redis(replica_of: int | None = None) -> Server:
     """A Redis server; with ``replica_of``, a replica of the one on that port."""
-    program = _which("redis-server", extra=("/usr/sbin",))
-    if program is None:
-        raise Unavailable(
-            "Redis is not installed (redis-server): install it with 'apt-get install redis-server'."
-        )
+    program = _redis_server()
     base = Path(tempfile.mkdtemp(prefix="analyze-sessions-redis-"))
     port = free_port()
     # Nothing is saved to disk: the data lives as long as the test run.
@@ -61,11 +57,7 @@ def start_redis(replica_of: int | None = None) -> Server:
 
 def start_redis_sentinel(primary_port: int, service: str) -> Server:
     """A Redis Sentinel watching the primary on ``primary_port`` as ``service``."""
-    program = _which("redis-server", extra=("/usr/sbin",))
-    if program is None:
-        raise Unavailable(
-            "Redis is not installed (redis-server): install it with 'apt-get install redis-server'."
-        )
+    program = _redis_server()
     base = Path(tempfile.mkdtemp(prefix="analyze-sessions-sentinel-"))
     port = free_port()
     # A Sentinel rewrites its configuration file: one of its own.
@@ -76,6 +68,16 @@ def start_redis_sentinel(primary_port: int, service: str) -> Server:
     )
     command = [program, str(config), "--sentinel"]
     return _start_daemon(command, base, port, {"LOCATION": f"{HOST}:{port}"})
+
+
+def _redis_server() -> str:
+    """The Redis server program, which runs Sentinels too."""
+    program = _which("redis-server", extra=("/usr/sbin",))
+    if program is None:
+        raise Unavailable(
+            "Redis is not installed (redis-server): install it with 'apt-get install redis-server'."
+        )
+    return program
 
 
 def start_memcached() -> Server:
