@@ -261,11 +261,17 @@ def test_ids_from_stdin_with_bigger_than(two_sessions: tuple[str, str]) -> None:
 def test_an_empty_ids_file(two_sessions: tuple[str, str], tmp_path: Path) -> None:
     (tmp_path / "ids").write_text("\n\n")
 
-    out, _, returncode = run_command(f"--ids-from={tmp_path / 'ids'}")
+    out, err, returncode = run_command(f"--ids-from={tmp_path / 'ids'}")
+    from_stdin = run_command("--ids-from=-", stdin="# none\n")
 
     assert out.splitlines()[0] == "Processed 0 sessions out of 2 total sessions"
     assert section(out, "Totals")[-1] == "Listed keys not found: 0 of 0"
-    assert returncode == 0
+    # Said, in case the file is not the one meant; nothing went wrong.
+    assert (err, returncode) == (
+        f"The ids file '{tmp_path / 'ids'}' lists no session keys, so none is analyzed.\n",
+        0,
+    )
+    assert from_stdin[1:] == ("Standard input lists no session keys, so none is analyzed.\n", 0)
 
 
 @pytest.mark.parametrize("batch_size", ["1", "2", "1000"])

@@ -7,8 +7,10 @@ import email
 import io
 import json
 import zlib
+from importlib import metadata
 from pathlib import Path
 
+import django
 import jsonschema
 import pytest
 from django.contrib.auth.models import User
@@ -18,6 +20,7 @@ from django.test import Client, override_settings
 from analyze_sessions.decoding import Decoder
 from tests.helpers import (
     ADMINS,
+    django_admin,
     mail_to_files,
     run_command,
     section,
@@ -241,3 +244,29 @@ def test_an_interrupted_run_prints_what_it_read(monkeypatch: pytest.MonkeyPatch)
         "CommandError: Interrupted: the report covers the sessions read before.\n",
         130,
     )
+
+
+def test_version_is_the_apps_own() -> None:
+    # As installed: the version its packaging gives, not Django's.
+    installed = metadata.version("django-analyze-sessions")
+    assert installed != django.get_version()
+
+    finished = django_admin("analyze-sessions", "--version")
+
+    assert (finished.stdout, finished.stderr, finished.returncode) == (f"{installed}\n", "", 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--bigger-thn=1"], "error: unrecognized arguments: --bigger-thn=1"),
+        (["--format=xml"], "error: argument --format: invalid choice: 'xml'"),
+    ],
+)
+def test_an_option_that_is_not_one_is_told_as_django_tells_it(args: list[str], error: str) -> None:
+    finished = django_admin("analyze-sessions", *args)
+
+    assert finished.stdout == ""
+    assert finished.stderr.startswith("usage: django-admin analyze-sessions ")
+    assert error in finished.stderr.splitlines()[-1]
+    assert finished.returncode == 2

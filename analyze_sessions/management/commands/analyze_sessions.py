@@ -6,6 +6,7 @@ import sys
 from argparse import ArgumentParser
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from importlib import metadata
 from typing import IO, Any
 
 from django.conf import settings
@@ -42,6 +43,15 @@ from analyze_sessions.sources.database import DatabaseSource
 from analyze_sessions.sources.keys import KeysFileError, read_session_keys
 from analyze_sessions.stats import Outcome
 
+
+def app_version() -> str:
+    """This app's version, as installed."""
+    try:
+        return metadata.version("django-analyze-sessions")
+    except metadata.PackageNotFoundError:  # Run from a checkout on the path.
+        return "unknown (not installed)"
+
+
 # Bounds that keep a typo from holding a run, or a database, for ever.
 MAX_BATCH_SIZE = 100_000
 MAX_SLEEP_TIME = 3600.0
@@ -67,6 +77,10 @@ class Command(BaseCommand):
     # System checks connect to every configured database on some backends;
     # reading one must not depend on whether the others are up.
     requires_system_checks: list[str] = []
+
+    def get_version(self) -> str:
+        """The app's version, which ``--version`` prints, rather than Django's."""
+        return app_version()
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
@@ -308,6 +322,13 @@ class Command(BaseCommand):
             if options["ids_from"] is not None:
                 stdin: IO[Any] = options.get("stdin") or sys.stdin
                 plan.keys = read_session_keys(options["ids_from"], stdin)
+                if not plan.keys:
+                    named = (
+                        "Standard input"
+                        if options["ids_from"] == "-"
+                        else f"The ids file '{options['ids_from']}'"
+                    )
+                    self.stderr.write(f"{named} lists no session keys, so none is analyzed.")
         except (InvalidSize, UnsupportedEngine, KeysFileError) as error:
             raise CommandError(str(error)) from error
         filters = {
