@@ -213,6 +213,25 @@ def test_progress_shows_on_a_terminal(verbosity: int, shown: bool) -> None:
     assert out.getvalue().startswith("Processed 2 sessions")
 
 
+@pytest.mark.parametrize(
+    ("args", "total"), [([], True), (["--bigger-than=1"], False), (["--shard=1/2"], False)]
+)
+def test_progress_has_a_total_where_the_scan_reads_the_whole_table(
+    args: list[str], total: bool
+) -> None:
+    from django.core.management import call_command
+
+    two_sessions()
+    session_via_view(foo="bar")
+    err = Terminal()
+
+    call_command("analyze_sessions", *args, stdout=io.StringIO(), stderr=err)
+
+    # tqdm writes "n/total" and the time left where it has a total.
+    assert ("0/3 [" in err.getvalue()) is total
+    assert "Reading sessions" in err.getvalue()
+
+
 def test_no_progress_where_nobody_watches() -> None:
     two_sessions()
 

@@ -24,6 +24,7 @@ from analyze_sessions.owners import installed_owners
 from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
 from analyze_sessions.report import Report, render_csv, render_json, render_text
 from analyze_sessions.shards import (
+    EVERY_KEY,
     InvalidShard,
     ShardReportError,
     key_range,
@@ -35,6 +36,8 @@ from analyze_sessions.shards import shard_state as shard_state_of
 from analyze_sessions.sizes import InvalidSize, format_size, parse_size
 from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
+    Source,
+    SourceError,
     UnsupportedEngine,
     first_line,
     session_store_class,
@@ -247,7 +250,7 @@ class Command(BaseCommand):
                     ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
                 outcome = read_in_parallel(plan, ranges, rowids)
             else:
-                progress = self._progress(options["verbosity"])
+                progress = self._progress(options["verbosity"], source, plan)
                 try:
                     outcome = read(plan, source, None if progress is None else progress.update)
                 finally:
@@ -404,12 +407,25 @@ class Command(BaseCommand):
         except Exception as error:  # Whatever the mail backend raises.
             raise CommandError(f"Cannot mail the report: {error}.") from error
 
-    def _progress(self, verbosity: int) -> Any:
-        """A progress bar on stderr, when a person is watching it."""
+    def _progress(self, verbosity: int, source: Source, plan: Plan) -> Any:
+        """
+        A progress bar on stderr, when a person is watching it. Where the
+        scan reads a whole table, it counts the rows first, for the bar's
+        total and the time left: one query more, only for a person.
+        """
         if verbosity < 1 or not self.stderr.isatty():
             return None
+        total = None
+        whole_table = plan.keys is None and plan.bigger_than is None
+        if isinstance(source, DatabaseSource) and whole_table and source.key_range == EVERY_KEY:
+            try:
+                total = source.total_sessions()
+            except SourceError:  # The scan says why, in its words.
+                pass
         stream: Any = self.stderr._out
-        return tqdm(file=stream, unit=" sessions", desc="Reading sessions", leave=False)
+        return tqdm(
+            file=stream, total=total, unit=" sessions", desc="Reading sessions", leave=False
+        )
 
 
 def _reader_gone() -> None:
