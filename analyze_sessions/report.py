@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS
+
 from analyze_sessions.decoding import FAILURES, TOO_LARGE
 from analyze_sessions.shown import KEY_PREFIX_LENGTH, masked, printable, spreadsheet_safe
 from analyze_sessions.sizes import format_size
@@ -446,17 +448,39 @@ def _by_app(report: Report, size: Any) -> Iterator[str]:
 
 
 def _scope(report: Report) -> Iterator[str]:
-    sample = report.filters.get("sample")
-    if sample is not None and sample < 1:
-        yield (
-            f"Sampled {sample:g} of sessions, chosen by key (--sample): the numbers "
-            f"describe the sample"
-        )
-    limit = report.filters.get("limit")
-    if limit is not None:
-        yield f"At most {limit} sessions processed (--limit)"
+    chosen = list(_chosen_by(report.filters))
+    if chosen:
+        yield f"Only the sessions chosen by {', '.join(chosen)}"
     if report.partial:
         yield f"Partial: interrupted after {report.processed} sessions"
+
+
+def _chosen_by(filters: dict[str, Any]) -> Iterator[str]:
+    """Each option that narrowed the sessions, with what the numbers then mean."""
+    bigger_than = filters.get("bigger_than")
+    if bigger_than is not None:
+        people = f" ({format_size(bigger_than)})" if bigger_than >= 1024 else ""
+        yield f"--bigger-than {bigger_than} bytes{people}"
+    ids_from = filters.get("ids_from")
+    if ids_from is not None:
+        yield (
+            "--ids-from standard input" if ids_from == "-" else f"--ids-from {printable(ids_from)}"
+        )
+    sample = filters.get("sample")
+    if sample is not None and sample < 1:
+        yield f"--sample {sample:g} (by key: the numbers describe the sample)"
+    limit = filters.get("limit")
+    if limit is not None:
+        yield f"--limit {limit} (at most {limit} sessions processed)"
+    shard = filters.get("shard")
+    if shard is not None:
+        yield f"--shard {printable(shard)} (the total is the shard's)"
+    database = filters.get("database")
+    if database is not None and database != DEFAULT_DB_ALIAS:
+        yield f"--database {printable(database)}"
+    model = filters.get("model")
+    if model is not None:
+        yield f"--model {printable(model)}"
 
 
 def _distribution(report: Report, size: Any) -> Iterator[str]:

@@ -132,8 +132,8 @@ def two_sessions_report(sizes: tuple[int, int], processed_line: str) -> str:
 
 def head(out: str) -> str:
     """The classic lines of a text report, and the first line of its totals."""
-    classic, _, rest = out.partition("\n\n")
-    return f"{classic}\n\n" + "\n".join(rest.splitlines()[:2]) + "\n"
+    classic = out.partition("\n\n")[0]
+    return f"{classic}\n\nTotals:\n    {section(out, 'Totals')[0]}\n"
 
 
 def section(out: str, title: str) -> list[str]:

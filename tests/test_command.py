@@ -118,6 +118,7 @@ def test_bigger_than(two_sessions: tuple[str, str]) -> None:
         "",
         0,
     )
+    assert section(out, "Scope") == ["Only the sessions chosen by --bigger-than 69 bytes"]
 
 
 def filler_entry_size(key: str) -> int:
@@ -143,6 +144,10 @@ def test_bigger_than_15kb_against_15kib() -> None:
         f"    filler (3 times, avg. size {mean_of_three} bytes), "
         f"max {max(entries)} bytes, total {sum(entries)} bytes, app unknown",
     ]
+    # The bound as it was read, in bytes.
+    assert section(out, "Scope") == [
+        "Only the sessions chosen by --bigger-than 15000 bytes (14.6 KiB)"
+    ]
 
     out, err, returncode = run_command("--bigger-than=15KiB")
 
@@ -154,6 +159,9 @@ def test_bigger_than_15kb_against_15kib() -> None:
         f"max {entries[2]} bytes, total {entries[2]} bytes, app unknown",
     ]
     assert run_command("--bigger-than=15K")[0] == out
+    assert section(out, "Scope") == [
+        "Only the sessions chosen by --bigger-than 15360 bytes (15.0 KiB)"
+    ]
 
 
 @override_settings(SECRET_KEY="analyze-sessions-tests-retired", SECRET_KEY_FALLBACKS=[])
@@ -232,6 +240,7 @@ def test_ids_from_a_file(two_sessions: tuple[str, str], tmp_path: Path) -> None:
         0,
     )
     assert section(out, "Totals")[-1] == "Listed keys not found: 1 of 3"
+    assert section(out, "Scope") == [f"Only the sessions chosen by --ids-from {ids}"]
 
 
 def test_ids_from_stdin_with_bigger_than(two_sessions: tuple[str, str]) -> None:
@@ -254,6 +263,9 @@ def test_ids_from_stdin_with_bigger_than(two_sessions: tuple[str, str]) -> None:
         "",
         0,
     )
+    assert section(out, "Scope") == [
+        "Only the sessions chosen by --bigger-than 69 bytes, --ids-from standard input"
+    ]
     # The small session is found but filtered out; only "missing" is not found.
     assert section(out, "Totals")[-1] == "Listed keys not found: 1 of 3"
 
@@ -530,6 +542,7 @@ def test_database_reads_only_that_database() -> None:
         "",
         0,
     )
+    assert section(out, "Scope") == ["Only the sessions chosen by --database replica"]
     assert len(on_default) == 0
     with CaptureQueriesContext(connections["replica"]) as queries_on_replica:
         assert run_command()[0].startswith(

@@ -136,7 +136,7 @@ def test_sample_is_chosen_by_key_and_stated() -> None:
 
     assert out.splitlines()[0] == f"Processed {len(in_sample)} sessions out of 40 total sessions"
     assert section(out, "Scope") == [
-        "Sampled 0.5 of sessions, chosen by key (--sample): the numbers describe the sample"
+        "Only the sessions chosen by --sample 0.5 (by key: the numbers describe the sample)"
     ]
     assert run_command("--sample=0.5") == (out, "", 0)
 
@@ -148,7 +148,9 @@ def test_limit() -> None:
     out, _, _ = run_command("--limit=3", "--batch-size=2")
 
     assert out.splitlines()[0] == "Processed 3 sessions out of 5 total sessions"
-    assert section(out, "Scope") == ["At most 3 sessions processed (--limit)"]
+    assert section(out, "Scope") == [
+        "Only the sessions chosen by --limit 3 (at most 3 sessions processed)"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -222,10 +222,34 @@ def test_scope_of_a_sample_a_limit_and_an_interruption() -> None:
     report = replace(report, filters={"sample": 0.25, "limit": 4})
 
     assert section(text(report), "Scope") == [
-        "Sampled 0.25 of sessions, chosen by key (--sample): the numbers describe the sample",
-        "At most 4 sessions processed (--limit)",
+        "Only the sessions chosen by --sample 0.25 (by key: the numbers describe the sample), "
+        "--limit 4 (at most 4 sessions processed)",
         "Partial: interrupted after 4 sessions",
     ]
+
+
+def test_scope_names_every_option_that_narrowed_the_sessions() -> None:
+    filters = {
+        "bigger_than": 15360,
+        "ids_from": "keys\n.txt",
+        "sample": 1.0,  # All of them: no narrowing.
+        "limit": None,
+        "shard": "1/3",
+        "database": "replica",
+        "model": "shop.Session",
+        "depth": 2,  # Not a narrowing.
+    }
+    report = replace(full_report(), filters=filters)
+
+    assert section(text(report), "Scope") == [
+        "Only the sessions chosen by --bigger-than 15360 bytes (15.0 KiB), "
+        "--ids-from keys\\n.txt, --shard 1/3 (the total is the shard's), "
+        "--database replica, --model shop.Session"
+    ]
+    # Bytes alone where they say it all; the default database is no narrowing.
+    small = replace(full_report(), filters={"bigger_than": 512, "database": "default"})
+    assert section(text(small), "Scope") == ["Only the sessions chosen by --bigger-than 512 bytes"]
+    assert "Scope:" not in text(replace(full_report(), filters={"database": "default"}))
 
 
 def test_nested_and_memcached_sections() -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.test import override_settings
 
 from analyze_sessions.shards import ShardReportError, in_range, key_range, read_shard_report
-from tests.helpers import run_command, session_via_view, within
+from tests.helpers import run_command, section, session_via_view, within
 
 pytestmark = pytest.mark.django_db
 
@@ -292,3 +293,20 @@ def test_shards_that_show_keys_merge_only_with_show_keys(tmp_path: Path) -> None
     assert (err, returncode) == ("", 0)
     key_lines = [line for line in out.splitlines() if line.startswith("    github_oauth2_state_")]
     assert len(key_lines) == 6 and all(token in line for line in key_lines)
+
+
+def test_a_shards_text_report_says_its_total_is_the_shards(reports: list[Path]) -> None:
+    everything = run_command()[0].splitlines()[0]
+    keys = Session.objects.values_list("session_key", flat=True)
+    in_first = [key for key in keys if in_range(key, key_range(0, 2))]
+
+    out, err, returncode = run_command("--shard=1/2")
+
+    assert (err, returncode) == ("", 0)
+    assert out.splitlines()[0] == (
+        f"Processed {len(in_first)} sessions out of {len(in_first)} total sessions"
+    )
+    assert everything.endswith(f"out of {Session.objects.count()} total sessions")
+    assert section(out, "Scope") == [
+        "Only the sessions chosen by --shard 1/2 (the total is the shard's)"
+    ]
