@@ -420,6 +420,13 @@ class Stats:
             self.authenticated_sessions += 1
             self.users.add(session.user_id, size)
 
+    def keep_top(self, top: int) -> None:
+        """Keep only the ``top`` largest sessions, and list as many users, where more were kept."""
+        assert top <= self.top
+        largest = TopSessions(top)
+        largest.merge(self.largest)
+        self.top, self.largest = top, largest
+
     def merge(self, other: Stats) -> None:
         """Add ``other``'s totals to these, as if its sessions were added here."""
         for name in _TOTALS:

@@ -114,7 +114,11 @@ def test_an_engine_with_a_model_of_its_own_and_no_get_model_class() -> None:
 
     assert PlainSession.objects.count() == 2
     assert headed(run_command()) == (two_sessions_report((69, 83), ALL_OF_TWO), "", 0)
-    assert run_command("--model=tests.PlainSession") == run_command()
+    named, err, returncode = run_command("--model=tests.PlainSession")
+    # The same, but for the Scope line that says which model was read.
+    scope = "\n\nScope:\n    Only the sessions chosen by --model tests.PlainSession"
+    assert (named.replace(scope, "", 1), err, returncode) == run_command()
+    assert scope in named
 
 
 @override_settings(SESSION_ENGINE="tests.engines.elsewhere")

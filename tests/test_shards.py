@@ -310,3 +310,48 @@ def test_a_shards_text_report_says_its_total_is_the_shards(reports: list[Path]) 
     assert section(out, "Scope") == [
         "Only the sessions chosen by --shard 1/2 (the total is the shard's)"
     ]
+
+
+def test_merge_applies_the_options_that_shape_the_report(reports: list[Path]) -> None:
+    for shaping in (["--top=2"], ["--top=0"], ["--human"], ["--format=csv"], ["--format=json"]):
+        merged = run_command("--merge", *map(str, reports), *shaping)
+        assert merged[1:] == ("", 0)
+        if shaping == ["--format=json"]:
+            assert (
+                json.loads(merged[0])["sessions"]
+                == json.loads(run_command(*shaping)[0])["sessions"]
+            )
+        else:
+            assert merged[0] == run_command(*shaping)[0], shaping
+    assert (
+        len(section(run_command("--merge", *map(str, reports), "--top=2")[0], "Largest sessions"))
+        == 2
+    )
+
+
+def test_merge_keeps_no_more_of_the_largest_than_the_shards_kept(reports: list[Path]) -> None:
+    assert run_command("--merge", *map(str, reports), "--top=11") == (
+        "",
+        "CommandError: The shards kept their 10 largest sessions and users (--top 10 when "
+        "they were read): --top can be at most 10 with --merge.\n",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reading", "named"),
+    [
+        (["--bigger-than=banana", "--jobs=0"], "--bigger-than, --jobs"),
+        (["--sample=0.5"], "--sample"),
+        (["--database=replica", "--depth=2", "--limit=3"], "--limit, --depth, --database"),
+    ],
+)
+def test_merge_refuses_the_options_that_read_sessions(
+    reports: list[Path], reading: list[str], named: str
+) -> None:
+    assert run_command("--merge", *map(str, reports), *reading) == (
+        "",
+        f"CommandError: --merge reads no sessions, so {named} cannot apply: the shards were "
+        f"read with their own options.\n",
+        1,
+    )

@@ -59,6 +59,23 @@ def app_version() -> str:
 MAX_BATCH_SIZE = 100_000
 MAX_SLEEP_TIME = 3600.0
 MAX_TOP = 1000
+DEFAULT_TOP = "10"
+# The options that choose which sessions are read, and how, with their
+# defaults: --merge reads none, so they are refused with it.
+READING_OPTIONS = {
+    "bigger_than": None,
+    "ids_from": None,
+    "model": None,
+    "sample": None,
+    "limit": None,
+    "depth": "0",
+    "jobs": "1",
+    "shard": None,
+    "max_session_size": None,
+    "batch_size": "1000",
+    "sleep_time": "0",
+    "database": DEFAULT_DB_ALIAS,
+}
 MAX_DEPTH = 10
 MAX_JOBS = 64
 # What a database's LENGTH() can be compared with everywhere: PostgreSQL's
@@ -124,7 +141,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--top",
-            default="10",
+            default=None,
             metavar="N",
             help="List the N largest sessions and the N users with most. Defaults to 10.",
         )
@@ -209,7 +226,19 @@ class Command(BaseCommand):
         if options["mail_admins"] and not settings.ADMINS:
             raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
         if options["merge"]:
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name, default in READING_OPTIONS.items()
+                if options.get(name, default) != default
+            ]
+            if given:
+                raise CommandError(
+                    f"--merge reads no sessions, so {', '.join(given)} cannot apply: the shards "
+                    f"were read with their own options."
+                )
             outcome, document = self._merged(options["merge"], show_keys=options["show_keys"])
+            if options["top"] is not None:
+                self._narrow_top(outcome, options["top"])
             report = Report.from_stats(
                 outcome.stats,
                 **_counts(outcome),
@@ -315,7 +344,7 @@ class Command(BaseCommand):
                 sample=sample,
                 limit=limit,
                 depth=whole_number("--depth", options["depth"], highest=MAX_DEPTH, lowest=0),
-                top=whole_number("--top", options["top"], highest=MAX_TOP, lowest=0),
+                top=whole_number("--top", options["top"] or DEFAULT_TOP, highest=MAX_TOP, lowest=0),
                 # Aware whatever USE_TZ says, as every source's expiries are.
                 now=datetime.now(timezone.utc),
                 max_size=max_size,
@@ -350,6 +379,17 @@ class Command(BaseCommand):
             return parse_shard(text)
         except InvalidShard as error:
             raise CommandError(str(error)) from error
+
+    def _narrow_top(self, outcome: Outcome, given: str) -> None:
+        """Keep the ``--top`` largest sessions and users of merged shards, of those they kept."""
+        top = whole_number("--top", given, highest=MAX_TOP, lowest=0)
+        kept = outcome.stats.top
+        if top > kept:
+            raise CommandError(
+                f"The shards kept their {kept} largest sessions and users (--top {kept} when "
+                f"they were read): --top can be at most {kept} with --merge."
+            )
+        outcome.stats.keep_top(top)
 
     def _merged(self, paths: list[str], *, show_keys: bool) -> tuple[Outcome, dict[str, Any]]:
         """
