@@ -301,9 +301,14 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         yield from _section("Distribution of stored sizes", list(_distribution(report, size)))
 
     if report.largest:
+        # Sizes aligned on the right, as a column.
+        width = max(len(size(session.stored_size)) for session in report.largest)
         yield from _section(
             "Largest sessions",
-            [_largest_line(session, size, show_keys, report.now) for session in report.largest],
+            [
+                _largest_line(session, size, show_keys, report.now, width)
+                for session in report.largest
+            ],
         )
 
     cleanup = (
@@ -334,7 +339,8 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
             undecodable.append(
                 f"{report.unknown_key_sessions} of them, {size(report.unknown_key_bytes)}, "
                 f"{'is' if report.unknown_key_sessions == 1 else 'are'} signed with a key no "
-                f"longer configured: dead weight until they expire"
+                f"longer configured: dead weight until "
+                f"{'it expires' if report.unknown_key_sessions == 1 else 'they expire'}"
             )
         too_large = dict(report.undecodable).get(TOO_LARGE, 0)
         if too_large:
@@ -492,7 +498,9 @@ def _distribution(report: Report, size: Any) -> Iterator[str]:
         yield f"{f'{low}-{high}':>{width}} bytes {count:>8} {bar}".rstrip()
 
 
-def _largest_line(session: LargeSession, size: Any, show_keys: bool, now: datetime | None) -> str:
+def _largest_line(
+    session: LargeSession, size: Any, show_keys: bool, now: datetime | None, width: int = 0
+) -> str:
     key = session.key if show_keys else masked(session.key)
     if session.expires_at is None:
         expiry = "no expiry"
@@ -502,7 +510,8 @@ def _largest_line(session: LargeSession, size: Any, show_keys: bool, now: dateti
         expiry = f"expires {_when(session.expires_at)}"
     user = "anonymous" if session.user_id is None else f"user {printable(session.user_id)}"
     largest = "no keys" if session.largest_key is None else f"largest key {session.largest_key}"
-    return f"{size(session.stored_size)}: {printable(key)}, {expiry}, {user}, {printable(largest)}"
+    stored = size(session.stored_size).rjust(width)
+    return f"{stored}: {printable(key)}, {expiry}, {user}, {printable(largest)}"
 
 
 def is_expired(session: LargeSession, now: datetime | None) -> bool:

@@ -200,7 +200,7 @@ def test_undecodable_sessions_are_counted_by_reason() -> None:
         "4 sessions, 200 bytes (bad signature: 2, bad encoding: 1, bad payload: 1): "
         "no request can read them, and Django reads each as empty",
         "1 of them, 69 bytes, is signed with a key no longer configured: dead weight "
-        "until they expire",
+        "until it expires",
     ]
 
 

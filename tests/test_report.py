@@ -172,8 +172,8 @@ Distribution of stored sizes:
 
 Largest sessions:
     5000 bytes: short, no expiry, user 8, largest key cart_4
-    300 bytes: zyxwvu\u2026, expires 2026-11-27 12:00 UTC, user 7, largest key a
-    100 bytes: abcdef\u2026, expired 2026-11-25 12:00 UTC, user 7, largest key b
+     300 bytes: zyxwvu\u2026, expires 2026-11-27 12:00 UTC, user 7, largest key a
+     100 bytes: abcdef\u2026, expired 2026-11-25 12:00 UTC, user 7, largest key b
 
 Expired:
     2 sessions (50.0%), 150 bytes (2.8% of stored): past their expiry, still stored; \
@@ -182,8 +182,8 @@ clearsessions would delete them
 Undecodable:
     1 session, 50 bytes (bad signature: 1): no request can read them, and Django reads each \
 as empty
-    1 of them, 50 bytes, is signed with a key no longer configured: dead weight until they \
-expire
+    1 of them, 50 bytes, is signed with a key no longer configured: dead weight until it \
+expires
 
 Users:
     3 sessions logged in (100.0%), 0 anonymous; 2 distinct users
