@@ -25,6 +25,25 @@ setup(
     },
     python_requires=">=3.10",
     install_requires=["Django>=5.2", "jsonschema>=4.20", "msgspec>=0.18", "tqdm>=4.60"],
+    # What the test suite needs, declared once: tox installs these too.
+    extras_require={
+        "test": [
+            "coverage[toml]>=7.6",
+            "django-allauth[mfa,socialaccount]>=65.19",
+            "django-formtools>=2.7",
+            "django-redis>=5.4",
+            "hypothesis>=6.100",
+            "mirakuru>=2.5",
+            "pymemcache>=4",
+            "pytest>=8.3",
+            "pytest-django>=4.9",
+            "pytest-randomly>=3.15",
+            "redis>=5",
+            "social-auth-app-django>=7.2",
+        ],
+        "postgres": ["psycopg[binary]>=3.1"],
+        "mysql": ["mysqlclient>=2.2"],
+    },
     classifiers=[
         "Development Status :: 4 - Beta",
         "Environment :: Web Environment",
