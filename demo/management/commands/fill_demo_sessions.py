@@ -1,25 +1,44 @@
-"""Fill the demo shop's session table through real requests to its views."""
+"""
+Fill the demo shop's session table through real requests to its views.
+
+The same sessions on every run, byte for byte, so that the report reads as
+README shows it: the visitors are chosen with a fixed seed, the session
+keys and OAuth states Django and social-auth draw come from it too, the
+passwords have a fixed salt, and the expiry dates are fixed ones.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from argparse import ArgumentParser
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
+import social_core.backends.oauth
+import social_django.strategy
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
+from django.contrib.sessions.backends import base as session_base
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.core import signing
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.test import Client, override_settings
-from django.utils import timezone
+from django.utils import timezone as django_timezone
+from django.utils.crypto import RANDOM_STRING_CHARS
 
 from demo.views import CHECKOUT_STEPS
 
 PASSWORD = "correct horse battery staple"
+# When the sessions expire: live ones long after any run of the demo, the
+# kiosk's before it.
+LIVE_UNTIL = datetime(2100, 1, 1, tzinfo=timezone.utc)
+KIOSK_UNTIL = datetime(2025, 1, 1, tzinfo=timezone.utc)
+# When social-auth says the logins were started: any time, as long as it is fixed.
+STATES_WRITTEN_AT = 1_800_000_000.0
 
 
 class Command(BaseCommand):
@@ -33,10 +52,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, sessions: int, **options: Any) -> None:
         self.random = random.Random(2013)
         self.requests = 0
-        with transaction.atomic():
+        with transaction.atomic(), self.drawn_from_the_seed():
             Session.objects.all().delete()
             User.objects.all().delete()
-            password = make_password(PASSWORD)
+            # Long enough that logging in never hashes the password again.
+            password = make_password(PASSWORD, salt="demo" * 6)
             User.objects.bulk_create(
                 User(username=f"customer{n}", password=password) for n in range(sessions // 4)
             )
@@ -53,11 +73,38 @@ class Command(BaseCommand):
             with override_settings(SECRET_KEY="demo-secret-key-2025"):
                 for _ in range(20):
                     self.browse(self.client())
+            now = django_timezone.now()
+            Session.objects.filter(expire_date__lt=now).update(expire_date=KIOSK_UNTIL)
+            Session.objects.filter(expire_date__gte=now).update(expire_date=LIVE_UNTIL)
             corrupt = self.store_corrupt_rows()
         self.stdout.write(
             f"Made {Session.objects.count()} sessions through {self.requests} requests "
             f"({corrupt} of them corrupt rows written straight to the table)."
         )
+
+    @contextlib.contextmanager
+    def drawn_from_the_seed(self) -> Iterator[None]:
+        """
+        Session keys and OAuth states drawn from the demo's seed, not the
+        system's, and the time social-auth writes in its states a fixed one.
+        """
+
+        def drawn(length: int, allowed_chars: str = RANDOM_STRING_CHARS) -> str:
+            return "".join(self.random.choice(allowed_chars) for _ in range(length))
+
+        stand_ins = [
+            (session_base, "get_random_string", drawn),
+            (social_django.strategy, "get_random_string", drawn),
+            (social_core.backends.oauth, "_time", lambda: STATES_WRITTEN_AT),
+        ]
+        kept = [(module, name, getattr(module, name)) for module, name, _ in stand_ins]
+        for module, name, stand_in in stand_ins:
+            setattr(module, name, stand_in)
+        try:
+            yield
+        finally:
+            for module, name, original in kept:
+                setattr(module, name, original)
 
     def client(self) -> Client:
         return Client()
@@ -136,7 +183,7 @@ class Command(BaseCommand):
             signing.TimestampSigner(salt=store.key_salt).sign("bm90IGpzb24"),  # "not json"
             signing.TimestampSigner(salt=store.key_salt).sign(".eJzLSM3JyVcozy"),  # Cut short.
         ]
-        expires = timezone.now() + timedelta(days=14)
+        expires = LIVE_UNTIL
         Session.objects.bulk_create(
             Session(session_key=f"corrupt{n:025d}", session_data=data, expire_date=expires)
             for n, data in enumerate(rows)

@@ -1,0 +1,64 @@
+"""README's example is what the demo prints, byte for byte."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import django
+import pytest
+
+from tests.helpers import DJANGO_ADMIN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The demo makes 3,000 sessions through its views, in half a minute: once,
+# with the newest Python and Django, whose report README shows. (It reads
+# the same with the oldest: the demo draws every key, state and date from
+# its seed.)
+pytestmark = pytest.mark.skipif(
+    sys.version_info[:2] != (3, 13)
+    or django.VERSION[:2] != (6, 1)
+    or os.environ.get("ANALYZE_SESSIONS_DB", "sqlite") != "sqlite",
+    reason="Checked with Python 3.13 and Django 6.1 on SQLite (tox -e py313-django61-sqlite).",
+)
+
+
+def readme_examples() -> list[str]:
+    """The code blocks of README's example: each a command, and what it printed."""
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    example = readme.split("\nExample\n-------\n", 1)[1].split("\nSpeed and memory\n", 1)[0]
+    blocks = re.findall(r"\.\. code-block:: text\n\n((?:    .*\n|\n)+)", example)
+    return [textwrap.dedent(block).strip("\n") + "\n" for block in blocks]
+
+
+def test_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "demo.settings",
+        "PYTHONPATH": str(ROOT),
+        "ANALYZE_SESSIONS_DEMO_DB": str(tmp_path / "demo.sqlite3"),
+    }
+
+    def django_admin(*args: str) -> str:
+        finished = subprocess.run(
+            [DJANGO_ADMIN, *args], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert (finished.stderr, finished.returncode) == ("", 0), args
+        return finished.stdout
+
+    django_admin("migrate", "--verbosity=0")
+    django_admin("fill_demo_sessions")
+    examples = readme_examples()
+
+    assert len(examples) == 2
+    for example in examples:
+        command = example.splitlines()[0]
+        assert command.startswith("$ django-admin analyze-sessions")
+        printed = django_admin(*shlex.split(command)[2:])
+        assert f"{command}\n{printed}" == example
