@@ -29,12 +29,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def readme_blocks(section: str, following: str) -> list[str]:
+    """The text code blocks of README's ``section``, up to the ``following`` one."""
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    text = readme.split(f"\n{section}\n", 1)[1].split(f"\n{following}\n", 1)[0]
+    blocks = re.findall(r"\.\. code-block:: text\n\n((?:    .*\n|\n)+)", text)
+    return [textwrap.dedent(block).strip("\n") + "\n" for block in blocks]
+
+
 def readme_examples() -> list[str]:
     """The code blocks of README's example: each a command, and what it printed."""
-    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
-    example = readme.split("\nExample\n-------\n", 1)[1].split("\nSpeed and memory\n", 1)[0]
-    blocks = re.findall(r"\.\. code-block:: text\n\n((?:    .*\n|\n)+)", example)
-    return [textwrap.dedent(block).strip("\n") + "\n" for block in blocks]
+    return readme_blocks("Example", "Speed and memory")
 
 
 def test_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
@@ -57,6 +62,10 @@ def test_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
     examples = readme_examples()
 
     assert len(examples) == 2
+    # The quick start's screenful is the head of the demo's whole report.
+    quick_start = readme_blocks("Quick start", "Try it, and test it")[0]
+    head = quick_start.removesuffix("    ...\n").removesuffix("...\n")
+    assert examples[1].split("\n", 1)[1].startswith(head)
     for example in examples:
         command = example.splitlines()[0]
         assert command.startswith("$ django-admin analyze-sessions")
