@@ -298,7 +298,9 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         yield from _section("By app", list(_by_app(report, size)))
 
     if report.histogram:
-        yield from _section("Distribution of stored sizes", list(_distribution(report, size)))
+        yield from _section(
+            "Distribution of stored sizes", list(_distribution(report, size, human))
+        )
 
     if report.largest:
         # Sizes aligned on the right, as a column.
@@ -489,13 +491,17 @@ def _chosen_by(filters: dict[str, Any]) -> Iterator[str]:
         yield f"--model {printable(model)}"
 
 
-def _distribution(report: Report, size: Any) -> Iterator[str]:
+def _distribution(report: Report, size: Any, human: bool = False) -> Iterator[str]:
     yield ", ".join(f"{name} {size(value)}" for name, value in report.percentiles.items())
     peak = max(count for _, _, count in report.histogram)
-    width = max(len(f"{low}-{high}") for low, high, _ in report.histogram)
-    for low, high, count in report.histogram:
+    ranges = [
+        f"{format_size(low)}-{format_size(high)}" if human else f"{low}-{high} bytes"
+        for low, high, _ in report.histogram
+    ]
+    width = max(map(len, ranges))
+    for sizes, (_, _, count) in zip(ranges, report.histogram, strict=True):
         bar = "#" * max(1 if count else 0, round(HISTOGRAM_WIDTH * count / peak))
-        yield f"{f'{low}-{high}':>{width}} bytes {count:>8} {bar}".rstrip()
+        yield f"{sizes:>{width}} {count:>8} {bar}".rstrip()
 
 
 def _largest_line(

@@ -215,6 +215,18 @@ def test_human_sizes_and_whole_keys() -> None:
     assert section(lines, "Largest sessions")[1] == (
         "300 bytes: zyxwvu98765, expires 2026-11-27 12:00 UTC, user 7, largest key a"
     )
+    # Every size after them, the distribution's ranges and percentiles too.
+    assert section(lines, "Distribution of stored sizes") == [
+        "p50 100 bytes, p90 4.9 KiB, p99 4.9 KiB, max 4.9 KiB",
+        "   32 bytes-63 bytes        1 ##############################",
+        "  64 bytes-127 bytes        1 ##############################",
+        " 128 bytes-255 bytes        0",
+        " 256 bytes-511 bytes        1 ##############################",
+        "512 bytes-1023 bytes        0",
+        "     1.0 KiB-2.0 KiB        0",
+        "     2.0 KiB-4.0 KiB        0",
+        "     4.0 KiB-8.0 KiB        1 ##############################",
+    ]
 
 
 def test_scope_of_a_sample_a_limit_and_an_interruption() -> None:
