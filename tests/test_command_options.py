@@ -291,3 +291,15 @@ def test_an_option_that_is_not_one_is_told_as_django_tells_it(args: list[str], e
     assert finished.stderr.startswith("usage: django-admin analyze-sessions ")
     assert error in finished.stderr.splitlines()[-1]
     assert finished.returncode == 2
+
+
+def test_top_zero_given_as_a_number_lists_no_session() -> None:
+    from django.core.management import call_command
+
+    two_sessions()
+    out = io.StringIO()
+
+    call_command("analyze_sessions", top=0, stdout=out)
+
+    assert "Largest sessions:" not in out.getvalue()
+    assert "Largest sessions:" in run_command()[0]

@@ -344,7 +344,12 @@ class Command(BaseCommand):
                 sample=sample,
                 limit=limit,
                 depth=whole_number("--depth", options["depth"], highest=MAX_DEPTH, lowest=0),
-                top=whole_number("--top", options["top"] or DEFAULT_TOP, highest=MAX_TOP, lowest=0),
+                top=whole_number(
+                    "--top",
+                    DEFAULT_TOP if options["top"] is None else options["top"],
+                    highest=MAX_TOP,
+                    lowest=0,
+                ),
                 # Aware whatever USE_TZ says, as every source's expiries are.
                 now=datetime.now(timezone.utc),
                 max_size=max_size,
