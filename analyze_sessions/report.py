@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.db import DEFAULT_DB_ALIAS
 
@@ -464,31 +464,43 @@ def _scope(report: Report) -> Iterator[str]:
 
 
 def _chosen_by(filters: dict[str, Any]) -> Iterator[str]:
-    """Each option that narrowed the sessions, with what the numbers then mean."""
+    """
+    Each option that narrowed the sessions, with what the numbers then
+    mean. A merged report's filters come from files anyone may have
+    written: each value is shown escaped, and measured only if a number.
+    """
     bigger_than = filters.get("bigger_than")
-    if bigger_than is not None:
-        people = f" ({format_size(bigger_than)})" if bigger_than >= 1024 else ""
-        yield f"--bigger-than {bigger_than} bytes{people}"
+    if _is_number(bigger_than) and bigger_than >= 1024:
+        yield f"--bigger-than {bigger_than} bytes ({format_size(int(bigger_than))})"
+    elif bigger_than is not None:
+        yield f"--bigger-than {_shown(bigger_than)} bytes"
     ids_from = filters.get("ids_from")
     if ids_from is not None:
-        yield (
-            "--ids-from standard input" if ids_from == "-" else f"--ids-from {printable(ids_from)}"
-        )
+        yield f"--ids-from {'standard input' if ids_from == '-' else _shown(ids_from)}"
     sample = filters.get("sample")
-    if sample is not None and sample < 1:
-        yield f"--sample {sample:g} (by key: the numbers describe the sample)"
+    if sample is not None and not (_is_number(sample) and sample >= 1):
+        rate = f"{sample:g}" if _is_number(sample) else _shown(sample)
+        yield f"--sample {rate} (by key: the numbers describe the sample)"
     limit = filters.get("limit")
     if limit is not None:
-        yield f"--limit {limit} (at most {limit} sessions processed)"
+        yield f"--limit {_shown(limit)} (at most {_shown(limit)} sessions processed)"
     shard = filters.get("shard")
     if shard is not None:
-        yield f"--shard {printable(shard)} (the total is the shard's)"
+        yield f"--shard {_shown(shard)} (the total is the shard's)"
     database = filters.get("database")
     if database is not None and database != DEFAULT_DB_ALIAS:
-        yield f"--database {printable(database)}"
+        yield f"--database {_shown(database)}"
     model = filters.get("model")
     if model is not None:
-        yield f"--model {printable(model)}"
+        yield f"--model {_shown(model)}"
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    return printable(str(value))
 
 
 def _distribution(report: Report, size: Any, human: bool = False) -> Iterator[str]:

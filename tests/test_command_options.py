@@ -303,3 +303,38 @@ def test_top_zero_given_as_a_number_lists_no_session() -> None:
 
     assert "Largest sessions:" not in out.getvalue()
     assert "Largest sessions:" in run_command()[0]
+
+
+def test_ctrl_c_while_the_rows_are_counted_is_an_interruption(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    from analyze_sessions.sources.database import DatabaseSource
+
+    two_sessions()
+
+    def interrupted(self: DatabaseSource) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DatabaseSource, "total_sessions", interrupted)
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as stopped:
+        call_command("analyze_sessions", stdout=out, stderr=Terminal())
+
+    assert stopped.value.returncode == 130
+    assert str(stopped.value) == "Interrupted: the report covers the sessions read before."
+    assert out.getvalue().startswith(
+        "Processed 0 sessions out of an unknown number of total sessions\n"
+    )
+
+
+def test_a_path_in_a_warning_is_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "ids\x1b[31m\nfake"
+    path.write_text("")
+
+    assert run_command(f"--ids-from={path}")[1] == (
+        f"The ids file '{tmp_path}/ids\\x1b[31m\\nfake' lists no session keys, so none is "
+        f"analyzed.\n"
+    )

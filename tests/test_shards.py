@@ -355,3 +355,31 @@ def test_merge_refuses_the_options_that_read_sessions(
         f"read with their own options.\n",
         1,
     )
+
+
+def test_forged_filters_are_shown_escaped_and_never_measured(reports: list[Path]) -> None:
+    # The shards agree, as merging asks, on filters no run could have written.
+    forged = {"bigger_than": "x", "sample": "0.5", "limit": "3\x1b[31m\nFAKE LINE"}
+    for path in reports:
+        changed(path, lambda document: document["filters"].update(forged))
+
+    out, err, returncode = merge(*reports)
+
+    assert (err, returncode) == ("", 0)
+    assert "\x1b" not in out and "\nFAKE LINE" not in out
+    assert section(out, "Scope") == [
+        "Only the sessions chosen by --bigger-than x bytes, --sample 0.5 (by key: the "
+        "numbers describe the sample), --limit 3\\x1b[31m\\nFAKE LINE (at most "
+        "3\\x1b[31m\\nFAKE LINE sessions processed)"
+    ]
+
+
+def test_merge_takes_the_defaults_of_reading_options_however_given(reports: list[Path]) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("analyze_sessions", merge=list(map(str, reports)), jobs=1, depth=0, stdout=out)
+
+    assert out.getvalue() == run_command()[0]

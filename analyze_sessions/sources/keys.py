@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+from analyze_sessions.shown import printable
 from analyze_sessions.sources import MAX_KEY_LENGTH
 
 STDIN = "-"
@@ -37,7 +38,7 @@ def read_session_keys(path: str, stdin: IO[Any] | None = None) -> set[str]:
         stream = sys.stdin if stdin is None else stdin
         # Read bytes where the stream has them, so encoding errors are ours.
         return _collect(getattr(stream, "buffer", stream), "standard input")
-    name = f"ids file '{path}'"
+    name = f"ids file '{printable(path)}'"
     try:
         with open(path, "rb") as lines:
             return _collect(lines, name)

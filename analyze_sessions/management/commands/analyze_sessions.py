@@ -33,6 +33,7 @@ from analyze_sessions.shards import (
     read_shard_report,
 )
 from analyze_sessions.shards import shard_state as shard_state_of
+from analyze_sessions.shown import printable
 from analyze_sessions.sizes import InvalidSize, format_size, parse_size
 from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
@@ -226,10 +227,11 @@ class Command(BaseCommand):
         if options["mail_admins"] and not settings.ADMINS:
             raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
         if options["merge"]:
+            # As given on the command line, or by call_command() (jobs=1).
             given = [
                 f"--{name.replace('_', '-')}"
                 for name, default in READING_OPTIONS.items()
-                if options.get(name, default) != default
+                if options.get(name) is not None and str(options[name]) != default
             ]
             if given:
                 raise CommandError(
@@ -279,12 +281,16 @@ class Command(BaseCommand):
                     ranges = [key_range(shard * jobs + job, shards * jobs) for job in range(jobs)]
                 outcome = read_in_parallel(plan, ranges, rowids)
             else:
-                progress = self._progress(options["verbosity"], source, plan)
                 try:
-                    outcome = read(plan, source, None if progress is None else progress.update)
-                finally:
-                    if progress is not None:
-                        progress.close()
+                    progress = self._progress(options["verbosity"], source, plan)
+                except KeyboardInterrupt:  # While the rows were counted: none read.
+                    outcome = Outcome(plan.stats(), partial=True)
+                else:
+                    try:
+                        outcome = read(plan, source, None if progress is None else progress.update)
+                    finally:
+                        if progress is not None:
+                            progress.close()
             if outcome.failure is not None and not outcome.stats.processed:
                 raise CommandError(outcome.failure)
             disk = None
@@ -363,7 +369,7 @@ class Command(BaseCommand):
                     named = (
                         "Standard input"
                         if options["ids_from"] == "-"
-                        else f"The ids file '{options['ids_from']}'"
+                        else f"The ids file '{printable(options['ids_from'])}'"
                     )
                     self.stderr.write(f"{named} lists no session keys, so none is analyzed.")
         except (InvalidSize, UnsupportedEngine, KeysFileError) as error:
@@ -461,7 +467,7 @@ class Command(BaseCommand):
         if verbosity < 1 or not self.stderr.isatty():
             return None
         total = None
-        whole_table = plan.keys is None and plan.bigger_than is None
+        whole_table = plan.keys is None and plan.bigger_than is None and plan.limit is None
         if isinstance(source, DatabaseSource) and whole_table and source.key_range == EVERY_KEY:
             try:
                 total = source.total_sessions()
