@@ -25,6 +25,7 @@ from analyze_sessions.sources import (
     RawSession,
     Source,
     SourceError,
+    SourceOptions,
     UnsupportedEngine,
     open_source,
 )
@@ -126,9 +127,7 @@ class Plan:
 
 
 def open_plan(plan: Plan, keys: KeyRange = EVERY_KEY) -> Source:
-    return open_source(
-        plan.engine,
-        plan.store_class,
+    options = SourceOptions(
         scanning=plan.keys is None,
         model_label=plan.model_label,
         using=plan.using,
@@ -138,6 +137,7 @@ def open_plan(plan: Plan, keys: KeyRange = EVERY_KEY) -> Source:
         key_range=keys,
         max_size=plan.max_size,
     )
+    return open_source(plan.engine, plan.store_class, options)
 
 
 def read(

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from analyze_sessions.sources.cache import CacheSource
 from analyze_sessions.sources.database import DatabaseSource
+from analyze_sessions.sources.redis_keys import RedisKeySource
 from tests import servers
 
 _UNAVAILABLE = pytest.StashKey[str]()
@@ -155,3 +156,4 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retry lost connections without the pauses a production run takes."""
     monkeypatch.setattr(DatabaseSource, "retry_delays", (0.01, 0.01, 0.01))
     monkeypatch.setattr(CacheSource, "retry_delays", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(RedisKeySource, "retry_delays", (0.01, 0.01, 0.01))

@@ -132,3 +132,6 @@ else:
         for _database in DATABASES.values():
             _database["OPTIONS"] = {"charset": "utf8mb4"}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+# Where the tests' own engine (tests/engines/jsonlines.py) keeps sessions: set by its tests.
+JSONLINES_SESSIONS_FILE: str | None = None

@@ -771,7 +771,7 @@ def test_a_time_to_live_past_the_calendar_is_no_expiry(
 def test_a_batch_of_large_redis_values_is_read_a_budget_at_a_time(
     redis_location: str, redis_server: redis.Redis, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("analyze_sessions.sources.cache.READ_BUDGET", 1024 * 1024)
+    monkeypatch.setattr("analyze_sessions.sources.redis_keys.READ_BUDGET", 1024 * 1024)
     with override_settings(
         SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": redis_cache(redis_location, backend)}
     ):

@@ -5,19 +5,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import import_module
 from typing import Any, NamedTuple, Protocol
 
 from django.conf import settings
-from django.contrib.sessions.backends import cache as cache_engine
-from django.contrib.sessions.backends import file as file_engine
-from django.contrib.sessions.backends import signed_cookies
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, SessionBase
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone as django_timezone
+from django.utils.module_loading import import_string
 
-from analyze_sessions.shards import in_range
+from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 
 # The most a session may hold, stored or once decompressed, unless
 # --max-session-size says otherwise: past it, a session is not read whole
@@ -150,60 +149,167 @@ def session_store_class(engine: str) -> type[SessionBase]:
     return store_class
 
 
-def open_source(
-    engine: str,
-    store_class: type[SessionBase],
-    *,
-    scanning: bool,
-    model_label: str | None = None,
-    using: str = DEFAULT_DB_ALIAS,
-    bigger_than: int | None = None,
-    batch_size: int = 1000,
-    sleep_time: float = 0.0,
-    key_range: tuple[str | None, str | None] = (None, None),
-    max_size: int = DEFAULT_MAX_SESSION_SIZE,
-) -> Source:
+@dataclass(frozen=True)
+class SourceOptions:
     """
-    Return the source of the sessions that ``engine`` keeps.
+    What the command asks of a source: the sessions it is to read, and how
+    hard it may work the store.
 
-    ``scanning`` says whether every session is to be read (rather than
-    listed ones), which some stores cannot do. Only keys in ``key_range``
-    are read, listed or counted. A session stored in more than
-    ``max_size`` bytes is not read (its ``data`` is None).
+    ``scanning`` says whether every session is to be read (``scan()``),
+    rather than listed ones (``lookup()``), which some stores cannot do.
+    Only keys in ``key_range`` (see :func:`analyze_sessions.shards.in_range`)
+    are read, listed or counted, and only sessions stored in more than
+    ``bigger_than`` bytes are read. A session stored in more than
+    ``max_size`` bytes is not read: its ``data`` is None. The store is read
+    ``batch_size`` sessions at a time, with a pause of ``sleep_time``
+    seconds between two batches. ``model_label`` and ``using`` are
+    ``--model`` and ``--database``, for stores that are models.
     """
-    # Each module imports this one, for RawSession.
-    from analyze_sessions.sources.cache import cache_source
-    from analyze_sessions.sources.database import DatabaseSource, named_model, session_model
-    from analyze_sessions.sources.files import FileSource
 
-    options: dict[str, Any] = {
-        "bigger_than": bigger_than,
-        "batch_size": batch_size,
-        "sleep_time": sleep_time,
-        "key_range": key_range,
-        "max_size": max_size,
-    }
-    model = named_model(model_label) if model_label else session_model(engine, store_class)
-    if model is not None:
-        return DatabaseSource(model, using=using, **options)
-    if issubclass(store_class, signed_cookies.SessionStore):
+    scanning: bool = True
+    bigger_than: int | None = None
+    batch_size: int = 1000
+    sleep_time: float = 0.0
+    key_range: KeyRange = EVERY_KEY
+    max_size: int = DEFAULT_MAX_SESSION_SIZE
+    model_label: str | None = None
+    using: str = DEFAULT_DB_ALIAS
+
+    def reading(self) -> dict[str, Any]:
+        """The options every source takes, as keyword arguments."""
+        return {
+            "bigger_than": self.bigger_than,
+            "batch_size": self.batch_size,
+            "sleep_time": self.sleep_time,
+            "key_range": self.key_range,
+            "max_size": self.max_size,
+        }
+
+
+# Where the sessions of each engine are read from: an engine's module path,
+# or that of a class its SessionStore is made from, and the source class
+# that reads them. ANALYZE_SESSIONS_SOURCES adds to these, and wins.
+BUILT_IN_SOURCES = {
+    "django.contrib.sessions.backends.db": "analyze_sessions.sources.database.DatabaseSource",
+    "django.contrib.sessions.backends.file": "analyze_sessions.sources.files.FileSource",
+    "django.contrib.sessions.backends.cache": "analyze_sessions.sources.cache.CacheSource",
+    "django.contrib.sessions.backends.signed_cookies": "analyze_sessions.sources.NothingStored",
+}
+
+SOURCES_SETTING = "ANALYZE_SESSIONS_SOURCES"
+
+
+def open_source(engine: str, store_class: type[SessionBase], options: SourceOptions) -> Source:
+    """
+    Return the source of the sessions that ``engine`` keeps: the one its
+    module, or the module of a class its ``SessionStore`` is made from, is
+    registered with (:data:`BUILT_IN_SOURCES`, and the site's own in
+    ``ANALYZE_SESSIONS_SOURCES``); else, for an engine that keeps sessions
+    in a model, the database's. With ``--model``, always the database's.
+    """
+    from analyze_sessions.sources.database import DatabaseSource, session_model
+
+    found: SourceClass | None = DatabaseSource if options.model_label else None
+    if found is None:
+        found = registered_source(engine, store_class)
+    if found is None:
+        if session_model(engine, store_class) is None:
+            raise UnsupportedEngine(
+                f"Session engine '{engine}' keeps its sessions where this command cannot "
+                f"find them: it reads Django's db, cached_db, cache and file engines, "
+                f"any engine that keeps sessions in a model (name it "
+                f"with --model app_label.ModelName), and any engine that the {SOURCES_SETTING} "
+                f'setting maps to a source class (see "Sessions kept elsewhere" in README).'
+            )
+        found = DatabaseSource
+    return found.open(engine, store_class, options)
+
+
+def registered_source(engine: str, store_class: type[SessionBase]) -> SourceClass | None:
+    """The source class registered for ``engine``, or for its ``SessionStore``'s classes."""
+    site = getattr(settings, SOURCES_SETTING, None) or {}
+    if not isinstance(site, dict) or not all(
+        isinstance(name, str) and isinstance(path, str) for name, path in site.items()
+    ):
+        raise UnsupportedEngine(
+            f"The {SOURCES_SETTING} setting must map engines' module paths to the dotted "
+            f"paths of source classes, both strings."
+        )
+    sources = {**BUILT_IN_SOURCES, **site}
+    modules = [engine] + [
+        kind.__module__ for kind in store_class.__mro__ if kind not in (SessionBase, object)
+    ]
+    for module in modules:
+        if module in sources:
+            return _source_class(module, sources[module], from_site=module in site)
+    return None
+
+
+def _source_class(engine: str, path: str, *, from_site: bool) -> SourceClass:
+    try:
+        found = import_string(path)
+    except ImportError as error:
+        raise UnsupportedEngine(
+            f"Cannot load the source class '{path}' for session engine '{engine}'"
+            f"{f' that {SOURCES_SETTING} names' if from_site else ''}: {first_line(error)}."
+        ) from error
+    if not callable(getattr(found, "open", None)):
+        raise UnsupportedEngine(
+            f"'{path}', the source class {SOURCES_SETTING} names for session engine "
+            f"'{engine}', has no open() class method: see \"Sessions kept elsewhere\" in README."
+        )
+    source_class: SourceClass = found
+    return source_class
+
+
+def not_made_from(engine: str, built_in: str) -> str:
+    """Why a source of Django's ``built_in`` engine cannot read ``engine``."""
+    return (
+        f"Session engine '{engine}' cannot be read as Django's {built_in} engine, as "
+        f"{SOURCES_SETTING} says: its SessionStore is not made from that engine's."
+    )
+
+
+class NothingStored:
+    """Sessions kept in the browser's cookies: there is nothing to read."""
+
+    @classmethod
+    def open(cls, engine: str, store_class: type[SessionBase], options: SourceOptions) -> Source:
         raise UnsupportedEngine(
             f"Session engine '{engine}' keeps sessions in the browser's cookies: "
             f"nothing is stored on the server to analyze."
         )
-    if issubclass(store_class, file_engine.SessionStore):
-        return FileSource(store_class, **options)
-    if issubclass(store_class, cache_engine.SessionStore):
-        return cache_source(store_class, scanning=scanning, **options)
-    raise UnsupportedEngine(
-        f"Session engine '{engine}' keeps sessions where they cannot be found: "
-        f"if it keeps them in a model, name it with --model app_label.ModelName."
-    )
+
+
+class SourceClass(Protocol):
+    """
+    What ``ANALYZE_SESSIONS_SOURCES`` names for an engine: a class whose
+    ``open()`` returns a :class:`Source` of that engine's sessions.
+    """
+
+    def open(self, engine: str, store_class: type[SessionBase], options: SourceOptions) -> Source:
+        """
+        The source of the sessions ``store_class`` (engine ``engine``'s
+        ``SessionStore``) keeps, reading them as ``options`` say. Raises
+        :class:`UnsupportedEngine`, whose message says why, where they
+        cannot be read so: the run does not start.
+        """
+        ...
 
 
 class Source(Protocol):
     """
-    What the command reads sessions from, whatever the store.
+    What the command reads sessions from, whatever the store: what a
+    source class's ``open()`` returns (see :class:`SourceClass`).
+
+    ``scan()`` and ``lookup()`` yield lists of :class:`RawSession`, a batch
+    at a time, of the sessions that pass the filters of the
+    :class:`SourceOptions` it was opened with, each at most once; between
+    two batches they pause, and they read nothing the store deletes or
+    changes on reading (no access times, no expiry). A store that fails,
+    or whose connection is lost past the retries the source allows, raises
+    :class:`SourceError` with one sentence that quotes no session's key or
+    data: the sessions yielded before are reported, marked partial.
 
     ``unreadable`` counts, by reason, the sessions the store names but that
     could not be read (a file that is a symbolic link, a Redis key that
@@ -211,6 +317,13 @@ class Source(Protocol):
     listed keys, processed + filtered out + ``keys_not_found`` +
     ``unreadable`` = ``keys_listed``; in a whole scan, processed + filtered
     out + ``unreadable`` + ``sessions_gone`` = the total.
+
+    A source may also have ``expiry(raw, session)``, the expiry of a
+    decoded session where its ``expires_at`` is not the whole story (files);
+    ``unpack(payload)``, which makes the payload of a :class:`Packed` into
+    the session dict in a sandbox (caches); and ``unreadable_expiry``, how
+    many sessions processed had an expiry the store holds but could not
+    be read.
     """
 
     keys_listed: int
@@ -221,13 +334,21 @@ class Source(Protocol):
     sessions_gone: int
 
     def total_sessions(self) -> int | None:
-        """How many sessions the store holds; None if it cannot count them."""
+        """
+        How many sessions the store holds, in the key range; None if it
+        cannot count them. Called after a whole scan, which may have
+        counted them on the way.
+        """
 
     def scan(self) -> Iterator[list[RawSession]]:
         """Every session that passes the filters, a batch at a time."""
 
     def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        """The listed sessions that pass the filters, a batch at a time."""
+        """
+        The listed sessions that pass the filters, a batch at a time:
+        ``keys_listed`` counts those in the key range, ``keys_not_found``
+        those the store does not hold (or that could not be a session key).
+        """
 
     def close(self) -> None:
         """Let go of the connections and files it holds: the run is over."""

@@ -17,11 +17,12 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.db import DatabaseCache
@@ -34,23 +35,21 @@ from django.db import DatabaseError, connections, models, router, transaction
 from django.utils.module_loading import import_string
 
 from analyze_sessions import unpickling
-from analyze_sessions.seen import SeenNames
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
-from analyze_sessions.shown import masked
 from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
-    ListingSource,
     Packed,
     RawSession,
     Source,
     SourceError,
+    SourceOptions,
     UnsupportedEngine,
     aware,
     driver_message,
+    not_made_from,
     valid_key,
 )
-
-T = TypeVar("T")
+from analyze_sessions.sources.redis_keys import DEFAULT_TIMEOUT, RedisKeySource
 
 # Stands for the session key while the cache's key function runs, so the
 # keys of all sessions can be matched whatever that function adds around it.
@@ -62,12 +61,7 @@ MAX_KEYS_PER_QUERY = 10_000
 # memcached refuses longer keys; such a session cannot be there.
 MAX_MEMCACHED_KEY_LENGTH = 250
 
-# A server that stops answering fails the run after this long instead of
-# holding it for ever, where the cache's settings give no timeout.
-DEFAULT_TIMEOUT = 60.0
-
-# Why a session the store names cannot be read (see Source.unreadable).
-NOT_A_STRING = "not a string"
+MEMCACHED_KEYS_AT_ONCE = 16
 
 
 def cache_source(
@@ -219,6 +213,13 @@ class CacheSource:
 
     # Reads what it finds when it finds it: nothing is listed first, to be gone after.
     sessions_gone = 0
+
+    @classmethod
+    def open(cls, engine: str, store_class: type[SessionBase], options: SourceOptions) -> Source:
+        """The source for the engine's cache (see :func:`cache_source`)."""
+        if not issubclass(store_class, CacheSessionStore):
+            raise UnsupportedEngine(not_made_from(engine, "cache"))
+        return cache_source(store_class, scanning=options.scanning, **options.reading())
 
     # The pauses before each new try of a call whose connection was lost.
     retry_delays: tuple[float, ...] = (1.0, 3.0, 10.0)
@@ -552,7 +553,7 @@ class MemcachedSource(CacheSource):
         return value
 
 
-class RedisSource(ListingSource, CacheSource):
+class RedisSource(RedisKeySource):
     """
     Read sessions from Redis, through Django's RedisCache or django-redis.
 
@@ -573,106 +574,56 @@ class RedisSource(ListingSource, CacheSource):
     size is the bytes Redis holds for the value.
     """
 
+    # Sessions processed whose expiry the store holds but could not be read.
+    unreadable_expiry = 0
+
     def __init__(self, cache: BaseCache, key_prefix: str, **options: Any) -> None:
-        super().__init__(cache, key_prefix, **options)
-        # The servers read, and which of them holds a session's name.
-        self._shard_of: Callable[[str], int] | None = None
-        self._sentinel: Any = None
+        super().__init__(**options)
+        self.cache = cache
+        self.key_prefix = key_prefix
+        around = str(cache.make_key(key_prefix + _MARK)).partition(_MARK)
         if isinstance(cache, RedisCache):
-            pools = [cache._cache.get_client(write=False).connection_pool]
+            pool = cache._cache.get_client(write=False).connection_pool
+            self._servers([pool], around=(around[0], around[2]))
             self._loads = self._django_loads(cache._cache._serializer)  # type: ignore[attr-defined]
         else:
-            pools = self._django_redis_pools(cache.client)  # type: ignore[attr-defined]
+            self._django_redis_servers(cache.client, (around[0], around[2]))  # type: ignore[attr-defined]
             self._loads = self._django_redis_loads(cache.client)  # type: ignore[attr-defined]
-        # A Sentinel's replica is asked for on the first read (see _client()).
-        self._clients: list[Any] = [
-            None if self._sentinel else _reading_client(pool) for pool in pools
-        ]
-        head, _, tail = str(cache.make_key(key_prefix + _MARK)).partition(_MARK)
-        self._head, self._tail = head, tail
-        self._pattern = _glob_escape(head) + "*" + _glob_escape(tail)
-        self._sessions_seen: int | None = None
-        # The servers that answered once: one that fails later is given time.
-        self._worked: set[int] = set()
-        # The servers whose replication was checked (see _client()).
-        self._checked: set[int] = set()
 
     def unpack(self, value: bytes) -> Any:
+        """See CacheSource.unpack()."""
         return self._loads(value)
 
-    def _django_redis_pools(self, backend: Any) -> list[Any]:
-        """The connection pools of the servers that ``backend`` reads sessions from."""
+    def _data(self, value: bytes) -> Packed:
+        return Packed(value)
+
+    def _name(self, key: str) -> bytes:
+        return str(self.cache.make_key(self.key_prefix + key)).encode()
+
+    def _django_redis_servers(self, backend: Any, around: tuple[str, str]) -> None:
+        """Read the servers that ``backend`` reads sessions from."""
         # Known by their exact classes: a subclass may find its servers its own way.
         kind = _class_path(type(backend))
         if kind == "django_redis.client.default.DefaultClient":
-            return [backend.get_client(write=False).connection_pool]
+            self._servers([backend.get_client(write=False).connection_pool], around=around)
+            return
         if kind == "django_redis.client.sentinel.SentinelClient":
-            self._sentinel = backend.get_client(write=False).connection_pool
-            return [self._sentinel]
+            pool = backend.get_client(write=False).connection_pool
+            self._servers([pool], around=around, sentinel=True)
+            return
         if kind == "django_redis.client.sharded.ShardClient":
             servers = list(dict.fromkeys(backend._server))
             shards = {server: index for index, server in enumerate(servers)}
-            # The shard the site's own reads of the name go to.
-            self._shard_of = lambda name: shards[backend.get_server_name(name)]
-            return [backend._serverdict[server].connection_pool for server in servers]
+            self._servers(
+                [backend._serverdict[server].connection_pool for server in servers],
+                around=around,
+                # The shard the site's own reads of the name go to.
+                shard_of=lambda name: shards[backend.get_server_name(name)],
+            )
+            return
         raise UnsupportedEngine(
             f"The django-redis client {type(backend).__name__} is not supported: its "
             f"DefaultClient, SentinelClient and ShardClient can be read."
-        )
-
-    def _client(self, shard: int) -> Any:
-        """
-        The reading client of ``shard``. Through Sentinel, one of the
-        replicas it knows of, found on the first read and kept, so that a
-        scan goes on where its cursor belongs (see _sentinel_server()).
-
-        A replica is read only while it is in step with its primary: one
-        still making its first copy, or cut off from its primary, holds
-        fewer sessions than the store, and reading it would report them as
-        the store's.
-        """
-        client = self._clients[shard]
-        if client is None:
-            host, port = self._sentinel_server()
-            client = self._clients[shard] = _reading_client(self._sentinel, host=host, port=port)
-        if shard not in self._checked:
-            _check_replication(client)
-            self._checked.add(shard)
-        return client
-
-    def _sentinel_server(self) -> tuple[str, int]:
-        """
-        Where the Sentinels say a replica of the service is, up and in step
-        with its primary; where none is, the primary, as the site's own
-        reads go then. Each Sentinel is asked in turn, with this source's
-        own time limit.
-        """
-        service = self._sentinel.service_name
-        failures: list[str] = []
-        for sentinel in self._sentinel.sentinel_manager.sentinels:
-            asking = _reading_client(sentinel.connection_pool)
-            try:
-                replicas = asking.sentinel_slaves(service)
-                primary = asking.sentinel_get_master_addr_by_name(service)
-            except Exception as error:  # Down, refusing, or not watching the service.
-                failures.append(_redis_failure(error))
-                continue
-            finally:
-                asking.connection_pool.disconnect()
-            for replica in replicas:
-                if replica.get("master-link-status") == "ok" and not (
-                    replica.get("is_sdown")
-                    or replica.get("is_odown")
-                    or replica.get("is_disconnected")
-                ):
-                    return str(replica["ip"]), int(replica["port"])
-            if primary:
-                host = primary[0]
-                return host.decode() if isinstance(host, bytes) else str(host), int(primary[1])
-            failures.append("no primary")
-        raise SourceError(
-            f"No Sentinel named a server of the Redis service '{service}' "
-            f"({', '.join(sorted(set(failures))) or 'no Sentinels'})."
         )
 
     def _django_loads(self, serializer: Any) -> Callable[[bytes], Any]:
@@ -737,203 +688,6 @@ class RedisSource(ListingSource, CacheSource):
 
         return loads
 
-    def close(self) -> None:
-        for client in self._clients:
-            if client is not None:
-                client.connection_pool.disconnect()
-
-    def total_sessions(self) -> int:
-        try:
-            return super().total_sessions()
-        finally:
-            self.close()
-
-    def scan(self) -> Iterator[list[RawSession]]:
-        try:
-            yield from ListingSource.scan(self)
-        finally:
-            self.close()
-
-    def lookup(self, keys: Iterable[str]) -> Iterator[list[RawSession]]:
-        try:
-            yield from ListingSource.lookup(self, keys)
-        finally:
-            self.close()
-
-    def _name(self, key: str) -> bytes:
-        return str(self.cache.make_key(self.key_prefix + key)).encode()
-
-    def _listed(self) -> Iterator[tuple[str, bytes]]:
-        for shard in range(len(self._clients)):
-            yield from self._listed_on(shard)
-
-    def _listed_on(self, shard: int) -> Iterator[tuple[str, bytes]]:
-        # SCAN may return a key twice (while Redis resizes its table, or when
-        # a lost connection makes a call run again), so keys already seen
-        # are skipped: remembered in 12 bytes each.
-        seen = SeenNames()
-        cursor = 0
-        while True:
-            cursor, names = self._retrying(
-                "list sessions in", shard, partial(self._scan, shard, cursor)
-            )
-            for name in names:
-                text = name.decode("utf-8", errors="replace")
-                key = text[len(self._head) : len(text) - len(self._tail)]
-                if valid_key(key) and in_range(key, self.key_range) and seen.add(name):
-                    if self._shard_of is None or self._shard_of(text) == shard:
-                        yield key, name
-            if cursor == 0:
-                return
-
-    def _read(self, names: list[tuple[str, bytes]]) -> tuple[list[RawSession], int]:
-        batch: list[RawSession] = []
-        gone = 0
-        for part, part_gone in self._read_in_parts(names):
-            batch += part
-            gone += part_gone
-        return batch, gone
-
-    def _read_in_parts(
-        self, names: list[tuple[str, bytes]]
-    ) -> Iterator[tuple[list[RawSession], int]]:
-        """
-        The sessions named that pass the size filter, and how many are gone,
-        a part at a time. A key that holds no string is tallied as
-        unreadable.
-
-        Sizes come first: only the values wanted are read, none past the
-        bound, and no more of them at once than ``READ_BUDGET`` bytes, each
-        part handed on before the next is read, so that a batch of large
-        values never sits in memory whole.
-        """
-        self._pause()
-        if self._shard_of is None:
-            yield from self._read_on(0, names)
-            return
-        on: dict[int, list[tuple[str, bytes]]] = {}
-        for key, name in names:
-            on.setdefault(self._shard_of(name.decode("utf-8", errors="replace")), []).append(
-                (key, name)
-            )
-        for shard, named in sorted(on.items()):
-            yield from self._read_on(shard, named)
-
-    def _read_on(
-        self, shard: int, names: list[tuple[str, bytes]]
-    ) -> Iterator[tuple[list[RawSession], int]]:
-        """What _read_in_parts() reads, for names on ``shard``."""
-        if not names:
-            return
-        sizes = self._commands(shard, [("STRLEN", name) for _, name in names], names)
-        wanted: list[tuple[str, bytes, int]] = []
-        too_large: list[tuple[str, bytes, int]] = []
-        for (key, name), size in zip(names, sizes, strict=True):
-            if size is None or (self.bigger_than is not None and 0 < size <= self.bigger_than):
-                continue  # Tallied as unreadable, or filtered out.
-            (too_large if size > self.max_size else wanted).append((key, name, size))
-        for group in _within(wanted, READ_BUDGET):
-            yield self._read_values(shard, group, read_values=True)
-        if too_large:
-            yield self._read_values(shard, too_large, read_values=False)
-
-    def _read_values(
-        self, shard: int, group: list[tuple[str, bytes, int]], *, read_values: bool
-    ) -> tuple[list[RawSession], int]:
-        """The sessions of ``group``, with their values if ``read_values``; how many are gone."""
-        commands: list[tuple[Any, ...]] = []
-        for _, name, _ in group:
-            if read_values:
-                commands.append(("GETRANGE", name, 0, self.max_size))
-            commands.append(("PTTL", name))
-        step = 2 if read_values else 1
-        replies = self._commands(
-            shard, commands, [(key, name) for key, name, _ in group for _ in range(step)]
-        )
-        now = datetime.now(timezone.utc)
-        batch, gone = [], 0
-        for index, (key, _, size) in enumerate(group):
-            value = replies[step * index] if read_values else None
-            ttl = replies[step * index + step - 1]
-            if ttl == -2:  # Never there, or expired or deleted since it was listed.
-                gone += 1
-            elif read_values and value is None:
-                continue  # Changed type since: tallied as unreadable.
-            elif value is None or len(value) > self.max_size:
-                batch.append(RawSession(key, None, _in(now, ttl), size))
-            else:
-                if self.bigger_than is not None and len(value) <= self.bigger_than:
-                    continue  # Shorter since its size was asked.
-                batch.append(RawSession(key, Packed(value), _in(now, ttl), len(value)))
-        return batch, gone
-
-    def _commands(
-        self, shard: int, commands: list[tuple[Any, ...]], names: list[tuple[str, bytes]]
-    ) -> list[Any]:
-        """
-        The replies to ``commands``, sent in one pipeline, each about the
-        session of the same place in ``names``. A reply of the wrong type
-        (the key holds no string) is None, and the session is tallied as
-        unreadable; any other error stops the run.
-        """
-        replies = self._retrying(
-            "read sessions from", shard, partial(self._pipeline, shard, commands)
-        )
-        unreadable: set[bytes] = set()
-        for command, (key, name), reply in zip(commands, names, replies, strict=True):
-            if not isinstance(reply, Exception):
-                continue
-            failure = _redis_failure(reply)
-            if failure == "WRONGTYPE":
-                if name not in unreadable:
-                    unreadable.add(name)
-                    self.unreadable[NOT_A_STRING] += 1
-                continue
-            if failure == "NOPERM":
-                raise SourceError(_refused_command(command[0]))
-            raise SourceError(
-                f"Redis failed to run {command[0]} on session {masked(key)} ({failure})."
-            )
-        return [
-            None if isinstance(reply, Exception) or name in unreadable else reply
-            for (_, name), reply in zip(names, replies, strict=True)
-        ]
-
-    def _pipeline(self, shard: int, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipeline = self._client(shard).pipeline(transaction=False)
-        for command in commands:
-            pipeline.execute_command(*command)
-        # Errors come back as replies, so that one key of another type does
-        # not stop the run, and no error quotes a key.
-        result: list[Any] = pipeline.execute(raise_on_error=False)
-        return result
-
-    def _scan(self, shard: int, cursor: int) -> tuple[int, list[Any]]:
-        found: tuple[int, list[Any]] = self._client(shard).scan(
-            cursor, match=self._pattern, count=self.batch_size
-        )
-        return found
-
-    def _retrying(self, doing: str, shard: int, call: Callable[[], T]) -> T:
-        """
-        ``call()`` on ``shard``; if the connection to it is lost, call it
-        again after growing pauses, a bounded number of times.
-        """
-        for delay in (*self.retry_delays, None):
-            try:
-                result = call()
-                self._worked.add(shard)
-                return result
-            except SourceError:
-                raise
-            except Exception as error:
-                # A server away from the start is an error at once; one lost
-                # during the run is given time to come back.
-                if delay is None or shard not in self._worked or not _connection_lost(error):
-                    raise SourceError(_redis_error(doing, error)) from error
-            time.sleep(delay)
-        raise AssertionError("unreachable")
-
 
 # django-redis's compressors, and how to undo each with a bound on its output.
 _DJANGO_REDIS_DECOMPRESSORS: dict[str, Callable[[], Any] | None] = {
@@ -951,178 +705,3 @@ _DJANGO_REDIS_SAFE_SERIALIZERS = frozenset(
         "django_redis.serializers.msgpack.MSGPackSerializer",
     }
 )
-
-
-def _reading_client(pool: Any, **address: Any) -> Any:
-    """
-    A client of its own on the server of ``pool`` (or at ``address``, host
-    and port, with its settings), each of whose connections asks Redis not
-    to count the source's reads as accesses.
-    """
-    import redis
-
-    kwargs = {**pool.connection_kwargs, **address}
-    # What redis-py's pool makes for its own connections (a Sentinel's pool
-    # itself among them): the new pool makes its own.
-    for owned in ("maint_notifications_pool_handler", "himport_registry", "connection_pool"):
-        kwargs.pop(owned, None)
-    kwargs["redis_connect_func"] = _connect_without_touching
-    kwargs["decode_responses"] = False  # Values are bytes, whatever the cache says.
-    for option in ("socket_connect_timeout", "socket_timeout"):
-        if kwargs.get(option) is None:
-            kwargs[option] = DEFAULT_TIMEOUT
-    connection_class = pool.connection_class
-    if address:  # Found through Sentinel, whose connections find their own server.
-        secure = issubclass(connection_class, redis.SSLConnection)
-        connection_class = redis.SSLConnection if secure else redis.Connection
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs)
-    )
-
-
-def _check_replication(client: Any) -> None:
-    """
-    Refuse a replica that is not in step with its primary. A server that
-    keeps its replication to itself (an ACL without INFO) is read as it is.
-    """
-    from redis.exceptions import ResponseError
-
-    try:
-        replication = client.info("replication")
-    except ResponseError:
-        return
-    if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
-        raise SourceError(
-            f"The Redis replica at {_address(client)} is not in step with its "
-            f"primary (its link to it is {replication.get('master_link_status', 'unknown')}): "
-            f"it may hold only some of the sessions, so it is not read."
-        )
-
-
-def _address(client: Any) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if kwargs.get("path"):
-        return str(kwargs["path"])
-    return f"{kwargs.get('host')}:{kwargs.get('port')}"
-
-
-def _connect_without_touching(connection: Any) -> None:
-    """
-    Set up a new connection as redis-py does, then turn on CLIENT NO-TOUCH,
-    so that reading keys leaves their LRU clocks (OBJECT IDLETIME) as they
-    were. Redis before 7.2 has no such command, and an ACL may forbid it:
-    reading then goes on, and counts as an access.
-    """
-    from redis.exceptions import ResponseError
-
-    connection.on_connect()
-    try:
-        connection.send_command("CLIENT", "NO-TOUCH", "ON")
-        connection.read_response()
-    except ResponseError:
-        pass
-
-
-# Redis's error codes: the first word of an error it sends, which names the
-# kind of failure and never quotes a key or a value.
-_REDIS_ERROR_CODES = frozenset(
-    {
-        "ERR",
-        "WRONGTYPE",
-        "NOPERM",
-        "NOAUTH",
-        "WRONGPASS",
-        "OOM",
-        "BUSY",
-        "LOADING",
-        "READONLY",
-        "MASTERDOWN",
-        "MISCONF",
-        "NOREPLICAS",
-        "MOVED",
-        "ASK",
-        "TRYAGAIN",
-        "CLUSTERDOWN",
-        "CROSSSLOT",
-        "EXECABORT",
-        "NOSCRIPT",
-    }
-)
-
-
-def _redis_failure(error: Exception) -> str:
-    """The kind of a Redis error: its error code, else its class's name."""
-    code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
-    return code if code in _REDIS_ERROR_CODES else type(error).__name__
-
-
-MEMCACHED_KEYS_AT_ONCE = 16
-# The most bytes of values one pipeline asks Redis for, whatever the batch.
-READ_BUDGET = 64 * 1024 * 1024
-
-
-def _within(
-    sized: list[tuple[str, bytes, int]], budget: int
-) -> Iterator[list[tuple[str, bytes, int]]]:
-    """``sized`` (key, name, size) in groups whose sizes add up to ``budget`` at most, or one."""
-    group: list[tuple[str, bytes, int]] = []
-    total = 0
-    for item in sized:
-        if group and total + item[2] > budget:
-            yield group
-            group, total = [], 0
-        group.append(item)
-        total += item[2]
-    if group:
-        yield group
-
-
-def _in(now: datetime, ttl: int) -> datetime | None:
-    """When a key whose time to live is ``ttl`` ms expires: never, for none or past the calendar."""
-    try:
-        return now + timedelta(milliseconds=ttl) if ttl >= 0 else None
-    except OverflowError:  # PEXPIRE takes times no calendar has.
-        return None
-
-
-def _refused_command(command: str) -> str:
-    return (
-        f"Redis refused the {command} command to the cache's user (NOPERM): reading "
-        f"sessions needs SCAN, GETRANGE, STRLEN and PTTL."
-    )
-
-
-def _redis_error(doing: str, error: Exception) -> str:
-    """A sentence for ``error``: the network's own words, else the kind of failure."""
-    failure = _redis_failure(error)
-    if failure == "NOPERM" and doing == "list sessions in":
-        return _refused_command("SCAN")
-    if _about_the_connection(error) or failure in {"NOAUTH", "WRONGPASS", "AuthenticationError"}:
-        # About the connection, which holds no session's data.
-        return f"Cannot {doing} Redis: {driver_message(error)}."
-    return f"Cannot {doing} Redis ({failure})."
-
-
-def _about_the_connection(error: Exception) -> bool:
-    try:
-        from redis.exceptions import ConnectionError, TimeoutError
-    except ImportError:  # pragma: no cover - the Redis client is there
-        return False
-    return isinstance(error, (ConnectionError, TimeoutError))
-
-
-def _connection_lost(error: Exception) -> bool:
-    """
-    Whether ``error`` says the connection was lost, and a new one may
-    work. A server that stopped answering (a timeout) is not given the
-    time again: each try would wait the whole timeout.
-    """
-    try:
-        from redis.exceptions import ConnectionError, TimeoutError
-    except ImportError:  # pragma: no cover - the Redis client is there
-        return False
-    return isinstance(error, ConnectionError) and not isinstance(error, TimeoutError)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

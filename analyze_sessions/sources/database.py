@@ -41,6 +41,7 @@ from analyze_sessions.sources import (
     DEFAULT_MAX_SESSION_SIZE,
     RawSession,
     SourceError,
+    SourceOptions,
     UnsupportedEngine,
     aware,
     driver_message,
@@ -234,6 +235,23 @@ class DatabaseSource:
     _fields = ("session_key", "readable_data", "readable_expiry", "stored_size")
     # The pauses before each new try of a query whose connection was lost.
     retry_delays: tuple[float, ...] = (1.0, 3.0, 10.0)
+
+    @classmethod
+    def open(
+        cls, engine: str, store_class: type[SessionBase], options: SourceOptions
+    ) -> DatabaseSource:
+        """The source of the model ``--model`` names, else of the engine's own model."""
+        if options.model_label:
+            model = named_model(options.model_label)
+        else:
+            found = session_model(engine, store_class)
+            if found is None:
+                raise UnsupportedEngine(
+                    f"Session engine '{engine}' keeps no sessions in a model: name the model "
+                    f"that holds them with --model app_label.ModelName."
+                )
+            model = found
+        return cls(model, using=options.using, **options.reading())
 
     def __init__(
         self,

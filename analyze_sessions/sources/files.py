@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.backends.file import SessionStore as FileSessionStore
 from django.core.exceptions import ImproperlyConfigured
 
@@ -22,8 +23,10 @@ from analyze_sessions.sources import (
     ListingSource,
     RawSession,
     SourceError,
+    SourceOptions,
     UnsupportedEngine,
     aware,
+    not_made_from,
     valid_key,
 )
 
@@ -194,6 +197,14 @@ class FileSource(ListingSource):
     ``max_size`` bytes is not read (its data is None). ``sleep_time``
     seconds pass between two batches.
     """
+
+    @classmethod
+    def open(
+        cls, engine: str, store_class: type[SessionBase], options: SourceOptions
+    ) -> FileSource:
+        if not issubclass(store_class, FileSessionStore):
+            raise UnsupportedEngine(not_made_from(engine, "file"))
+        return cls(store_class, **options.reading())
 
     def __init__(
         self,

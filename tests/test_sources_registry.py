@@ -1,0 +1,172 @@
+"""
+ANALYZE_SESSIONS_SOURCES: an engine the command does not know, analyzed
+through the source class the setting names for it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.sessions.serializers import JSONSerializer
+from django.core import signing
+from django.test import override_settings
+from django.utils.module_loading import import_string
+
+from analyze_sessions.sources import BUILT_IN_SOURCES
+from tests.engines.jsonlines import SessionStore
+from tests.helpers import run_command, session_via_view
+
+ENGINE = "tests.engines.jsonlines"
+SOURCES = {ENGINE: "tests.engines.jsonlines.JsonLinesSource"}
+SALT = "django.contrib.sessions.SessionStore"
+
+
+@pytest.fixture(autouse=True)
+def engine(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "sessions.jsonl"
+    with override_settings(SESSION_ENGINE=ENGINE, JSONLINES_SESSIONS_FILE=str(path)):
+        yield path
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def entry_size(key: str, value: Any) -> int:
+    return len(JSONSerializer().dumps({key: value})) - len(JSONSerializer().dumps({}))
+
+
+def make_sessions() -> None:
+    for n in range(4):
+        store = SessionStore()
+        store["cart"] = list(range(n))
+        store.save()
+    # Through the site's own views and middleware too.
+    session_via_view(search="shoes", page="2")
+    with override_settings(SECRET_KEY="retired-" * 8):
+        store = SessionStore()
+        store["cart"] = ["old"]
+        store.save()
+
+
+@pytest.mark.django_db
+def test_the_setting_alone_lets_the_command_read_an_engine_of_its_own(engine: Path) -> None:
+    make_sessions()
+
+    refused, refused_err, refused_returncode = run_command()
+    with override_settings(ANALYZE_SESSIONS_SOURCES=SOURCES):
+        out, err, returncode = run_command("--format=json")
+
+    assert (refused, refused_returncode) == ("", 1)
+    assert "ANALYZE_SESSIONS_SOURCES setting maps to a source class" in refused_err
+    assert (err, returncode) == ("", 0)
+    document = json.loads(out)
+    held = rows(engine)
+    sessions = []
+    for row in held:
+        try:
+            sessions.append(signing.loads(row["data"], salt=SALT, serializer=JSONSerializer))
+        except signing.BadSignature:
+            pass
+    expected_keys: dict[str, int] = {}
+    for session in sessions:
+        for key, value in session.items():
+            expected_keys[key] = expected_keys.get(key, 0) + entry_size(key, value)
+    assert document["engine"] == ENGINE
+    assert document["sessions"]["total"] == document["sessions"]["processed"] == len(held) == 6
+    assert document["stored_bytes"]["total"] == sum(len(row["data"]) for row in held)
+    assert document["undecodable"]["reasons"] == {"bad signature": 1}
+    assert len(sessions) == 5
+    assert {key["key"]: key["total_bytes"] for key in document["keys"]} == expected_keys
+
+
+@pytest.mark.django_db
+@override_settings(ANALYZE_SESSIONS_SOURCES=SOURCES)
+def test_listed_keys_sizes_and_shards_go_through_the_source(engine: Path, tmp_path: Path) -> None:
+    make_sessions()
+    held = rows(engine)
+    sizes = sorted(len(row["data"]) for row in held)
+    listed = tmp_path / "keys.txt"
+    listed.write_text(f"{held[0]['key']}\n{held[1]['key']}\n{'z' * 32}\n")
+
+    by_keys = json.loads(run_command("--format=json", f"--ids-from={listed}")[0])
+    by_size = json.loads(run_command("--format=json", f"--bigger-than={sizes[2]}")[0])
+    shards = [json.loads(run_command("--format=json", f"--shard={k}/2")[0]) for k in (1, 2)]
+
+    assert by_keys["sessions"]["processed"] == 2
+    assert by_keys["sessions"]["not_found"] == 1
+    assert by_size["sessions"]["processed"] == sum(size > sizes[2] for size in sizes)
+    assert [shard["sessions"]["processed"] for shard in shards] != [0, 6]
+    assert sum(shard["sessions"]["processed"] for shard in shards) == 6
+    assert sum(shard["stored_bytes"]["total"] for shard in shards) == sum(sizes)
+
+
+@pytest.mark.parametrize(
+    ("setting", "refusal"),
+    [
+        (
+            {ENGINE: "tests.engines.jsonlines.NoSuchSource"},
+            "CommandError: Cannot load the source class 'tests.engines.jsonlines.NoSuchSource' "
+            "for session engine 'tests.engines.jsonlines' that ANALYZE_SESSIONS_SOURCES names: ",
+        ),
+        (
+            {ENGINE: "tests.engines.jsonlines.SessionStore"},
+            "CommandError: 'tests.engines.jsonlines.SessionStore', the source class "
+            "ANALYZE_SESSIONS_SOURCES names for session engine 'tests.engines.jsonlines', has "
+            'no open() class method: see "Sessions kept elsewhere" in README.\n',
+        ),
+        (
+            [ENGINE],
+            "CommandError: The ANALYZE_SESSIONS_SOURCES setting must map engines' module paths "
+            "to the dotted paths of source classes, both strings.\n",
+        ),
+        (
+            {ENGINE: "analyze_sessions.sources.files.FileSource"},
+            "CommandError: Session engine 'tests.engines.jsonlines' cannot be read as Django's "
+            "file engine, as ANALYZE_SESSIONS_SOURCES says: its SessionStore is not made from "
+            "that engine's.\n",
+        ),
+    ],
+)
+def test_a_setting_that_names_no_source_is_one_sentence(setting: Any, refusal: str) -> None:
+    with override_settings(ANALYZE_SESSIONS_SOURCES=setting):
+        out, err, returncode = run_command()
+
+    assert (out, returncode) == ("", 1)
+    assert err.startswith(refusal) and err.count("\n") == 1
+
+
+def test_the_built_in_sources_are_registered_as_a_site_would_register_one() -> None:
+    assert set(BUILT_IN_SOURCES) >= {
+        "django.contrib.sessions.backends.db",
+        "django.contrib.sessions.backends.file",
+        "django.contrib.sessions.backends.cache",
+    }
+    for path in BUILT_IN_SOURCES.values():
+        assert callable(import_string(path).open)
+    assert not hasattr(settings, "ANALYZE_SESSIONS_SOURCES")
+
+
+@pytest.mark.django_db
+@override_settings(
+    SESSION_ENGINE="django.contrib.sessions.backends.cached_db",
+    ANALYZE_SESSIONS_SOURCES={
+        "django.contrib.sessions.backends.db": "tests.engines.jsonlines.JsonLinesSource"
+    },
+)
+def test_a_site_can_put_its_own_source_in_place_of_a_built_in_one(engine: Path) -> None:
+    # cached_db's SessionStore is made from db's: the site's source for db reads it.
+    with override_settings(SESSION_ENGINE=ENGINE):
+        make_sessions()
+
+    out, err, returncode = run_command("--format=json")
+
+    assert (err, returncode) == ("", 0)
+    document = json.loads(out)
+    assert document["engine"] == "django.contrib.sessions.backends.cached_db"
+    assert document["sessions"]["processed"] == 6
