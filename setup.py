@@ -32,6 +32,7 @@ setup(
             "django-allauth[mfa,socialaccount]>=65.19",
             "django-formtools>=2.7",
             "django-redis>=5.4",
+            "django-redis-sessions>=0.6.2",
             "hypothesis>=6.100",
             "mirakuru>=2.5",
             "pymemcache>=4",

@@ -42,17 +42,27 @@ def start(backend: str) -> Server:
     raise Unavailable(f"Unknown database '{backend}': use sqlite, postgres or mysql.")
 
 
-def start_redis(replica_of: int | None = None) -> Server:
-    """A Redis server; with ``replica_of``, a replica of the one on that port."""
+def start_redis(replica_of: int | None = None, password: str | None = None) -> Server:
+    """
+    A Redis server; with ``replica_of``, a replica of the one on that port;
+    with ``password``, one that asks for it, and listens on a Unix socket too
+    (its path is the settings' ``SOCKET``).
+    """
     program = _redis_server()
     base = Path(tempfile.mkdtemp(prefix="analyze-sessions-redis-"))
     port = free_port()
     # Nothing is saved to disk: the data lives as long as the test run.
     command = [program, "--bind", HOST, "--port", str(port), "--dir", str(base)]
     command += ["--save", "", "--appendonly", "no", "--logfile", str(base / "server.log")]
+    settings = {"LOCATION": f"redis://{HOST}:{port}/0"}
     if replica_of is not None:
         command += ["--replicaof", HOST, str(replica_of)]
-    return _start_daemon(command, base, port, {"LOCATION": f"redis://{HOST}:{port}/0"})
+    if password is not None:
+        socket_path = str(base / "redis.sock")
+        command += ["--requirepass", password, "--unixsocket", socket_path]
+        command += ["--unixsocketperm", "700"]
+        settings = {"LOCATION": f"redis://:{password}@{HOST}:{port}/0", "SOCKET": socket_path}
+    return _start_daemon(command, base, port, settings)
 
 
 def start_redis_sentinel(primary_port: int, service: str) -> Server:

@@ -132,7 +132,7 @@ def test_an_engine_that_keeps_sessions_elsewhere_can_name_its_model() -> None:
     assert err == (
         "CommandError: Session engine 'tests.engines.elsewhere' keeps its sessions where "
         "this command cannot find them: it reads Django's db, cached_db, cache and file "
-        "engines, any engine that keeps sessions in a model (name "
+        "engines, django-redis-sessions, any engine that keeps sessions in a model (name "
         "it with --model app_label.ModelName), and any engine that the "
         'ANALYZE_SESSIONS_SOURCES setting maps to a source class (see "Sessions kept '
         'elsewhere" in README).\n'

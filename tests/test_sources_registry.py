@@ -146,6 +146,7 @@ def test_the_built_in_sources_are_registered_as_a_site_would_register_one() -> N
         "django.contrib.sessions.backends.db",
         "django.contrib.sessions.backends.file",
         "django.contrib.sessions.backends.cache",
+        "redis_sessions.session",
     }
     for path in BUILT_IN_SOURCES.values():
         assert callable(import_string(path).open)

@@ -194,6 +194,7 @@ BUILT_IN_SOURCES = {
     "django.contrib.sessions.backends.file": "analyze_sessions.sources.files.FileSource",
     "django.contrib.sessions.backends.cache": "analyze_sessions.sources.cache.CacheSource",
     "django.contrib.sessions.backends.signed_cookies": "analyze_sessions.sources.NothingStored",
+    "redis_sessions.session": "analyze_sessions.sources.redis_sessions.RedisSessionsSource",
 }
 
 SOURCES_SETTING = "ANALYZE_SESSIONS_SOURCES"
@@ -217,7 +218,7 @@ def open_source(engine: str, store_class: type[SessionBase], options: SourceOpti
             raise UnsupportedEngine(
                 f"Session engine '{engine}' keeps its sessions where this command cannot "
                 f"find them: it reads Django's db, cached_db, cache and file engines, "
-                f"any engine that keeps sessions in a model (name it "
+                f"django-redis-sessions, any engine that keeps sessions in a model (name it "
                 f"with --model app_label.ModelName), and any engine that the {SOURCES_SETTING} "
                 f'setting maps to a source class (see "Sessions kept elsewhere" in README).'
             )
