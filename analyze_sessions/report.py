@@ -567,6 +567,12 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def generated_at(now: datetime | None) -> str:
+    """When the run started, in UTC, to the second, as ISO 8601 writes it."""
+    moment = datetime.now(timezone.utc) if now is None else now.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
     """The report as the documented JSON object, schema version 2."""
     document: dict[str, Any] = {
@@ -574,6 +580,7 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
         "engine": report.engine,
         "filters": report.filters,
         "partial": report.partial,
+        "generated_at": generated_at(report.now),
         "sessions": {
             "total": report.total_sessions,
             "processed": report.processed,

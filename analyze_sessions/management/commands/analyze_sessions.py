@@ -23,6 +23,7 @@ from tqdm import tqdm
 from analyze_sessions.owners import installed_owners
 from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
 from analyze_sessions.report import Report, render_csv, render_json, render_text
+from analyze_sessions.saving import SaveError, save_atomically
 from analyze_sessions.shards import (
     EVERY_KEY,
     InvalidShard,
@@ -139,6 +140,14 @@ class Command(BaseCommand):
             choices=("text", "json", "csv"),
             default="text",
             help="Write the report as text (the default), JSON, or CSV with a row per key.",
+        )
+        parser.add_argument(
+            "--save-json",
+            metavar="PATH",
+            help=(
+                "Also save the JSON report to PATH, whatever --format says: written "
+                "whole to a new file, then renamed over PATH."
+            ),
         )
         parser.add_argument(
             "--top",
@@ -416,18 +425,25 @@ class Command(BaseCommand):
     def _write(
         self, report: Report, options: dict[str, Any], outcome: Outcome, state: bool = False
     ) -> None:
+        shard_state = None
+        if state:
+            shard_state = shard_state_of(outcome, show_keys=options["show_keys"])
         if options["mail_admins"]:
             self._mail(report, human=options["human"], show_keys=options["show_keys"])
         else:
-            shard_state = None
-            if state:
-                shard_state = shard_state_of(outcome, show_keys=options["show_keys"])
             try:
                 for line in self._render(report, options, shard_state):
                     self.stdout.write(line)
                 self.stdout.flush()
             except BrokenPipeError:
                 _reader_gone()
+        if options.get("save_json"):
+            # After the report is out: a file that cannot be written loses nothing else.
+            lines = render_json(report, show_keys=options["show_keys"], state=shard_state)
+            try:
+                save_atomically(options["save_json"], lines, what="JSON report")
+            except SaveError as error:
+                raise CommandError(str(error)) from error
         if outcome.failure is not None:
             raise CommandError(f"{outcome.failure} The report covers the sessions read before.")
         if outcome.partial:
