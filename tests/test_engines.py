@@ -252,8 +252,9 @@ def test_redis_values_that_cannot_be_read_back(
     server = redis_server
     cache = redis_caches(redis_location)[0]
     prefix = "shop:3:django.contrib.sessions.cache"
-    server.set(f"{prefix}garbage0", b"\x80not a pickle")
-    server.set(f"{prefix}number00", b"42")  # Read back as the int 42.
+    # Named as Django names sessions: 32 lowercase letters and digits.
+    server.set(f"{prefix}{'garbage0' * 4}", b"\x80not a pickle")
+    server.set(f"{prefix}{'number00' * 4}", b"42")  # Read back as the int 42.
     with override_settings(SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": cache}):
         key = session_via_view(foo="bar")
         size = server.strlen(f"{prefix}{key}")

@@ -21,6 +21,7 @@ from django.test import override_settings
 from redis_sessions import settings as engine_settings
 from redis_sessions.session import RedisServer, SessionStore
 
+from analyze_sessions.sources.redis_keys import RedisKeySource
 from tests import servers
 from tests.conftest import SENTINEL_SERVICE
 from tests.helpers import run_command
@@ -348,3 +349,150 @@ def test_a_connection_object_is_read_through_a_client_of_the_commands_own(
     assert site_connection.connection_pool._created_connections == 0
     site_connection.flushdb()
     site_connection.close()
+
+
+def test_without_a_prefix_only_names_shaped_like_the_engines_keys_are_read(
+    redis_server: redis.Redis,
+) -> None:
+    use(PREFIX="")
+    keys = [make_session(n=n) for n in range(3)]
+    # The rest of the site's database: a queue, counters, locks, and names
+    # one letter off a session key's shape.
+    redis_server.rpush("celery", "task")
+    for name in ("counter", "lock", "x" * 31, "y" * 33, "Z" * 32, "a" * 32 + "b" * 1000):
+        redis_server.set(name, "1")
+    # The same shape: only its data can tell it is no session.
+    redis_server.set("q" * 32, "junk")
+
+    out, err, returncode = run_command("--format=json")
+
+    assert (err, returncode) == ("", 0)
+    document = json.loads(out)
+    assert document["sessions"]["total"] == document["sessions"]["processed"] == 4
+    assert document["sessions"]["unreadable"] == {}
+    assert document["undecodable"]["sessions"] == 1
+    assert {row["key_prefix"] for row in document["largest_sessions"]} == {
+        key[:6] for key in [*keys, "q" * 32]
+    }
+
+
+def test_redis_never_sends_a_name_longer_than_a_session_key(
+    redis_server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_session(n=1)
+    redis_server.set(f"{PREFIX}:{'a' * 32}{'b' * 100_000}", "x")
+    listed: list[bytes] = []
+    scan = RedisKeySource._scan
+
+    def recording_scan(self: RedisKeySource, shard: int, cursor: int) -> tuple[int, list[Any]]:
+        found = scan(self, shard, cursor)
+        listed.extend(found[1])
+        return found
+
+    monkeypatch.setattr(RedisKeySource, "_scan", recording_scan)
+    out, err, returncode = run_command()
+
+    assert (err, returncode) == ("", 0)
+    assert out.startswith("Processed 1 sessions out of 1 total sessions\n")
+    assert [len(name) for name in listed] == [len(PREFIX) + 1 + 32]
+
+
+def test_a_value_that_grows_while_read_is_read_again_alone(
+    redis_server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [make_session(n="x" * n) for n in range(4)]
+    sent: list[list[tuple[Any, ...]]] = []
+    pipeline = RedisKeySource._pipeline
+
+    def site_writes_between(
+        self: RedisKeySource, shard: int, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        sent.append(commands)
+        replies = pipeline(self, shard, commands)
+        if commands[0][0] == "STRLEN":  # The site appends to two sessions, right after.
+            for key in keys[:2]:
+                redis_server.append(f"{PREFIX}:{key}", "z" * 500)
+        return replies
+
+    monkeypatch.setattr(RedisKeySource, "_pipeline", site_writes_between)
+    out, err, returncode = run_command("--format=json", "--max-session-size=1KiB")
+
+    assert (err, returncode) == ("", 0)
+    document = json.loads(out)
+    held = stored(redis_server)
+    assert document["sessions"]["processed"] == 4
+    assert document["stored_bytes"]["total"] == sum(len(data) for data in held.values())
+    assert document["undecodable"]["reasons"] == {"bad signature": 2}
+    sizes, grouped, *alone = sent
+    measured = {name: len(held[name.decode().split(":")[1]]) for _, name in sizes}
+    for key in keys[:2]:
+        measured[f"{PREFIX}:{key}".encode()] -= 500
+    # Each value was asked for as far as its size then said, one byte more at most...
+    assert [command[3] for command in grouped if command[0] == "GETRANGE"] == [
+        measured[command[1]] for command in grouped if command[0] == "GETRANGE"
+    ]
+    # ...and each that had grown, again on its own, up to the bound.
+    assert sorted(command[0][1] for command in alone) == sorted(
+        f"{PREFIX}:{key}".encode() for key in keys[:2]
+    )
+    assert all(command[0][3] == 1024 for command in alone)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"URL": "http://example.com/0"},
+        {"HOST": None, "SENTINEL_LIST": ["127.0.0.1:26379"], "SENTINEL_MASTER_ALIAS": "s"},
+        {"CONNECTION_OBJECT": "redis://127.0.0.1:6379/0"},
+    ],
+)
+def test_settings_the_engine_could_not_connect_with_are_one_sentence(
+    settings: dict[str, Any],
+) -> None:
+    use(**settings)
+
+    out, err, returncode = run_command()
+
+    assert (out, returncode) == ("", 1)
+    assert err.startswith(
+        "CommandError: django-redis-sessions' settings name no Redis server this command can "
+        "connect to ("
+    )
+    assert err.count("\n") == 1
+
+
+def test_a_sentinel_client_as_the_connection_object_reads_a_replica(
+    redis_primary_and_replica: tuple[str, str], redis_sentinel: tuple[str, int]
+) -> None:
+    from redis.sentinel import Sentinel
+
+    primary_location, replica_location = redis_primary_and_replica
+    primary = redis.Redis.from_url(primary_location)
+    primary.flushdb()
+    replica = redis.Redis.from_url(replica_location)
+    use(CONNECTION_OBJECT=Sentinel([redis_sentinel]).master_for(SENTINEL_SERVICE))
+    for n in range(3):
+        make_session(n=n)
+    replicated(primary, replica)
+    primary.config_resetstat()
+
+    out, err, returncode = run_command()
+
+    assert (err, returncode) == ("", 0)
+    assert out.startswith("Processed 3 sessions out of 3 total sessions\n")
+    assert not {"scan", "getrange", "pttl"} & set(command_calls(primary))
+    primary.flushdb()
+    primary.close()
+    replica.close()
+
+
+def test_an_engine_that_keeps_sessions_elsewhere_than_the_engine_is_refused() -> None:
+    with override_settings(SESSION_ENGINE="tests.engines.redis_tenants"):
+        out, err, returncode = run_command()
+
+    assert (out, returncode) == ("", 1)
+    assert err == (
+        "CommandError: Session engine 'tests.engines.redis_tenants' changes where or how "
+        "django-redis-sessions keeps sessions (get_real_stored_key()): map it to a source of "
+        "its own in ANALYZE_SESSIONS_SOURCES.\n"
+    )

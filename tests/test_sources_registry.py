@@ -17,6 +17,7 @@ from django.core import signing
 from django.test import override_settings
 from django.utils.module_loading import import_string
 
+from analyze_sessions.shards import in_range, key_range
 from analyze_sessions.sources import BUILT_IN_SOURCES
 from tests.engines.jsonlines import SessionStore
 from tests.helpers import run_command, session_via_view
@@ -101,9 +102,10 @@ def test_listed_keys_sizes_and_shards_go_through_the_source(engine: Path, tmp_pa
     assert by_keys["sessions"]["processed"] == 2
     assert by_keys["sessions"]["not_found"] == 1
     assert by_size["sessions"]["processed"] == sum(size > sizes[2] for size in sizes)
-    assert [shard["sessions"]["processed"] for shard in shards] != [0, 6]
-    assert sum(shard["sessions"]["processed"] for shard in shards) == 6
-    assert sum(shard["stored_bytes"]["total"] for shard in shards) == sum(sizes)
+    for k, shard in enumerate(shards):
+        mine = [row for row in held if in_range(row["key"], key_range(k, 2))]
+        assert shard["sessions"]["processed"] == len(mine)
+        assert shard["stored_bytes"]["total"] == sum(len(row["data"]) for row in mine)
 
 
 @pytest.mark.parametrize(
@@ -171,3 +173,70 @@ def test_a_site_can_put_its_own_source_in_place_of_a_built_in_one(engine: Path) 
     document = json.loads(out)
     assert document["engine"] == "django.contrib.sessions.backends.cached_db"
     assert document["sessions"]["processed"] == 6
+
+
+BROKEN = "tests.engines.broken_sources"
+YIELDED_WRONG = (
+    "yielded something other than lists of RawSession(key, data, expires_at, stored_size), "
+    "of the types README gives."
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("source", "processed", "failure"),
+    [
+        ("Working", 2, None),
+        (
+            "OpenRaises",
+            None,
+            "failed to open the sessions of session engine '{engine}' (RuntimeError).",
+        ),
+        (
+            "NotAClassMethod",
+            None,
+            "failed to open the sessions of session engine '{engine}' (TypeError).",
+        ),
+        (
+            "OpensNothing",
+            None,
+            "did not open a source for session engine '{engine}': what its open() returned has "
+            "no scan(), lookup(), total_sessions(), close().",
+        ),
+        ("YieldsNone", None, YIELDED_WRONG),
+        ("YieldsWrongTypes", None, YIELDED_WRONG),
+        ("FailsMidway", 1, "failed to read its sessions (ConnectionError)."),
+        ("CountsWrong", 2, "counted its sessions as something other than a number."),
+    ],
+)
+def test_a_site_source_that_fails_is_one_sentence_that_quotes_nothing_it_said(
+    source: str, processed: int | None, failure: str | None
+) -> None:
+    path = f"{BROKEN}.{source}"
+    with override_settings(ANALYZE_SESSIONS_SOURCES={ENGINE: path}):
+        out, err, returncode = run_command()
+
+    assert "hunter2" not in out + err
+    if processed is None:
+        assert out == ""
+    else:
+        assert out.startswith(f"Processed {processed} sessions out of ")
+    if failure is None:
+        assert (err, returncode) == ("", 0)
+        return
+    sentence = f"The source class '{path}' {failure.format(engine=ENGINE)}"
+    if processed:
+        sentence += " The report covers the sessions read before."
+    assert (err, returncode) == (f"CommandError: {sentence}\n", 1)
+
+
+def test_a_site_source_module_that_fails_to_import_is_one_sentence() -> None:
+    path = "tests.engines.import_raises.Source"
+    with override_settings(ANALYZE_SESSIONS_SOURCES={ENGINE: path}):
+        out, err, returncode = run_command()
+
+    assert (out, returncode) == ("", 1)
+    assert err == (
+        f"CommandError: Cannot load the source class '{path}' for session engine '{ENGINE}' "
+        "that ANALYZE_SESSIONS_SOURCES names: importing it raised RuntimeError.\n"
+    )

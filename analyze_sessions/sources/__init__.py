@@ -210,24 +210,33 @@ def open_source(engine: str, store_class: type[SessionBase], options: SourceOpti
     """
     from analyze_sessions.sources.database import DatabaseSource, session_model
 
-    found: SourceClass | None = DatabaseSource if options.model_label else None
-    if found is None:
-        found = registered_source(engine, store_class)
-    if found is None:
-        if session_model(engine, store_class) is None:
-            raise UnsupportedEngine(
-                f"Session engine '{engine}' keeps its sessions where this command cannot "
-                f"find them: it reads Django's db, cached_db, cache and file engines, "
-                f"django-redis-sessions, any engine that keeps sessions in a model (name it "
-                f"with --model app_label.ModelName), and any engine that the {SOURCES_SETTING} "
-                f'setting maps to a source class (see "Sessions kept elsewhere" in README).'
-            )
-        found = DatabaseSource
-    return found.open(engine, store_class, options)
+    if not options.model_label:
+        registered = registered_source(engine, store_class)
+        if registered is not None:
+            found, site_path = registered
+            if site_path is None:
+                return found.open(engine, store_class, options)
+            from analyze_sessions.sources.site import open_site_source
+
+            return open_site_source(found, site_path, engine, store_class, options)
+    if not options.model_label and session_model(engine, store_class) is None:
+        raise UnsupportedEngine(
+            f"Session engine '{engine}' keeps its sessions where this command cannot "
+            f"find them: it reads Django's db, cached_db, cache and file engines, "
+            f"django-redis-sessions, any engine that keeps sessions in a model (name it "
+            f"with --model app_label.ModelName), and any engine that the {SOURCES_SETTING} "
+            f'setting maps to a source class (see "Sessions kept elsewhere" in README).'
+        )
+    return DatabaseSource.open(engine, store_class, options)
 
 
-def registered_source(engine: str, store_class: type[SessionBase]) -> SourceClass | None:
-    """The source class registered for ``engine``, or for its ``SessionStore``'s classes."""
+def registered_source(
+    engine: str, store_class: type[SessionBase]
+) -> tuple[SourceClass, str | None] | None:
+    """
+    The source class registered for ``engine``, or for its
+    ``SessionStore``'s classes, and its path where the site registered it.
+    """
     site = getattr(settings, SOURCES_SETTING, None) or {}
     if not isinstance(site, dict) or not all(
         isinstance(name, str) and isinstance(path, str) for name, path in site.items()
@@ -242,17 +251,25 @@ def registered_source(engine: str, store_class: type[SessionBase]) -> SourceClas
     ]
     for module in modules:
         if module in sources:
-            return _source_class(module, sources[module], from_site=module in site)
+            from_site = module in site
+            path = sources[module]
+            return _source_class(module, path, from_site=from_site), path if from_site else None
     return None
 
 
 def _source_class(engine: str, path: str, *, from_site: bool) -> SourceClass:
+    named = f" that {SOURCES_SETTING} names" if from_site else ""
     try:
         found = import_string(path)
     except ImportError as error:
         raise UnsupportedEngine(
-            f"Cannot load the source class '{path}' for session engine '{engine}'"
-            f"{f' that {SOURCES_SETTING} names' if from_site else ''}: {first_line(error)}."
+            f"Cannot load the source class '{path}' for session engine '{engine}'{named}: "
+            f"{first_line(error)}."
+        ) from error
+    except Exception as error:  # The site's module failed: its message may hold anything.
+        raise UnsupportedEngine(
+            f"Cannot load the source class '{path}' for session engine '{engine}'{named}: "
+            f"importing it raised {type(error).__name__}."
         ) from error
     if not callable(getattr(found, "open", None)):
         raise UnsupportedEngine(
@@ -327,12 +344,22 @@ class Source(Protocol):
     be read.
     """
 
-    keys_listed: int
-    keys_not_found: int
-    unreadable: Counter[str]
-    # Sessions a scan listed that were gone when it came to read them
-    # (deleted, or expired since), where the store lists before it reads.
-    sessions_gone: int
+    @property
+    def keys_listed(self) -> int: ...
+
+    @property
+    def keys_not_found(self) -> int: ...
+
+    @property
+    def unreadable(self) -> Counter[str]: ...
+
+    @property
+    def sessions_gone(self) -> int:
+        """
+        Sessions a scan listed that were gone when it came to read them
+        (deleted, or expired since), where the store lists before it reads.
+        """
+        ...
 
     def total_sessions(self) -> int | None:
         """

@@ -49,7 +49,7 @@ from analyze_sessions.sources import (
     not_made_from,
     valid_key,
 )
-from analyze_sessions.sources.redis_keys import DEFAULT_TIMEOUT, RedisKeySource
+from analyze_sessions.sources.redis_keys import DEFAULT_TIMEOUT, RedisKeySource, key_glob
 
 # Stands for the session key while the cache's key function runs, so the
 # keys of all sessions can be matched whatever that function adds around it.
@@ -98,7 +98,7 @@ def cache_source(
         "max_size": max_size,
     }
     if isinstance(cache, RedisCache) or _is_django_redis(type(cache)):
-        return RedisSource(cache, prefix, **options)
+        return RedisSource(cache, prefix, keys=key_glob(store_class), **options)
     if scanning:
         # Said here, before the run starts, for every cache that cannot list.
         raise UnsupportedEngine(
@@ -577,17 +577,19 @@ class RedisSource(RedisKeySource):
     # Sessions processed whose expiry the store holds but could not be read.
     unreadable_expiry = 0
 
-    def __init__(self, cache: BaseCache, key_prefix: str, **options: Any) -> None:
+    def __init__(
+        self, cache: BaseCache, key_prefix: str, *, keys: str = "*", **options: Any
+    ) -> None:
         super().__init__(**options)
         self.cache = cache
         self.key_prefix = key_prefix
         around = str(cache.make_key(key_prefix + _MARK)).partition(_MARK)
         if isinstance(cache, RedisCache):
             pool = cache._cache.get_client(write=False).connection_pool
-            self._servers([pool], around=(around[0], around[2]))
+            self._servers([pool], around=(around[0], around[2]), keys=keys)
             self._loads = self._django_loads(cache._cache._serializer)  # type: ignore[attr-defined]
         else:
-            self._django_redis_servers(cache.client, (around[0], around[2]))  # type: ignore[attr-defined]
+            self._django_redis_servers(cache.client, (around[0], around[2]), keys)  # type: ignore[attr-defined]
             self._loads = self._django_redis_loads(cache.client)  # type: ignore[attr-defined]
 
     def unpack(self, value: bytes) -> Any:
@@ -600,16 +602,18 @@ class RedisSource(RedisKeySource):
     def _name(self, key: str) -> bytes:
         return str(self.cache.make_key(self.key_prefix + key)).encode()
 
-    def _django_redis_servers(self, backend: Any, around: tuple[str, str]) -> None:
+    def _django_redis_servers(self, backend: Any, around: tuple[str, str], keys: str) -> None:
         """Read the servers that ``backend`` reads sessions from."""
         # Known by their exact classes: a subclass may find its servers its own way.
         kind = _class_path(type(backend))
         if kind == "django_redis.client.default.DefaultClient":
-            self._servers([backend.get_client(write=False).connection_pool], around=around)
+            self._servers(
+                [backend.get_client(write=False).connection_pool], around=around, keys=keys
+            )
             return
         if kind == "django_redis.client.sentinel.SentinelClient":
             pool = backend.get_client(write=False).connection_pool
-            self._servers([pool], around=around, sentinel=True)
+            self._servers([pool], around=around, sentinel=True, keys=keys)
             return
         if kind == "django_redis.client.sharded.ShardClient":
             servers = list(dict.fromkeys(backend._server))
@@ -617,6 +621,7 @@ class RedisSource(RedisKeySource):
             self._servers(
                 [backend._serverdict[server].connection_pool for server in servers],
                 around=around,
+                keys=keys,
                 # The shard the site's own reads of the name go to.
                 shard_of=lambda name: shards[backend.get_server_name(name)],
             )

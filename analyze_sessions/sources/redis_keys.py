@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, TypeVar
 
+from django.contrib.sessions.backends.base import SessionBase
+
 from analyze_sessions.seen import SeenNames
 from analyze_sessions.shards import EVERY_KEY, KeyRange, in_range
 from analyze_sessions.shown import masked
@@ -38,6 +40,20 @@ DEFAULT_TIMEOUT = 60.0
 
 # Why a session the store names cannot be read (see Source.unreadable).
 NOT_A_STRING = "not a string"
+
+
+def key_glob(store_class: type[SessionBase]) -> str:
+    """
+    The glob pattern of the keys ``store_class`` makes: Django's own are 32
+    lowercase letters and digits. Listing only names of that shape, Redis
+    never sends the source a name longer than a session's (a key of
+    hundreds of megabytes, say, that anyone with a connection can write),
+    nor, where the engine has no prefix, the other keys of the database.
+    An engine that makes its keys its own way is listed by every name.
+    """
+    if store_class._get_new_session_key is SessionBase._get_new_session_key:  # type: ignore[attr-defined]
+        return "[0-9a-z]" * 32
+    return "*"
 
 
 class RedisKeySource(ListingSource):
@@ -95,19 +111,21 @@ class RedisKeySource(ListingSource):
         around: tuple[str, str],
         sentinel: bool = False,
         shard_of: Callable[[str], int] | None = None,
+        keys: str = "*",
     ) -> None:
         """
         Read the servers of ``pools``: through Sentinel if ``sentinel`` (one
         pool, a Sentinel's), else each, where ``shard_of`` says which
         server a session's name belongs on. Names are the session key with
-        ``around`` (head, tail) on either side.
+        ``around`` (head, tail) on either side, and only those whose key
+        matches the glob pattern ``keys`` are listed (see :func:`key_glob`).
         """
         self._sentinel = pools[0] if sentinel else None
         # A Sentinel's replica is asked for on the first read (see _client()).
         self._clients = [None if sentinel else _reading_client(pool) for pool in pools]
         self._shard_of = shard_of
         self._head, self._tail = around
-        self._pattern = _glob_escape(self._head) + "*" + _glob_escape(self._tail)
+        self._pattern = _glob_escape(self._head) + keys + _glob_escape(self._tail)
 
     def _name(self, key: str) -> bytes:
         return f"{self._head}{key}{self._tail}".encode()
@@ -267,19 +285,34 @@ class RedisKeySource(ListingSource):
             if size is None or (self.bigger_than is not None and 0 < size <= self.bigger_than):
                 continue  # Tallied as unreadable, or filtered out.
             (too_large if size > self.max_size else wanted).append((key, name, size))
+        grown: list[tuple[str, bytes, int]] = []
         for group in _within(wanted, READ_BUDGET):
-            yield self._read_values(shard, group, read_values=True)
+            yield self._read_values(shard, group, read_values=True, grown=grown)
+        # Each alone, to the bound: the group's budget was of their sizes before.
+        for key, name, _ in grown:
+            yield self._read_values(shard, [(key, name, self.max_size)], read_values=True)
         if too_large:
             yield self._read_values(shard, too_large, read_values=False)
 
     def _read_values(
-        self, shard: int, group: list[tuple[str, bytes, int]], *, read_values: bool
+        self,
+        shard: int,
+        group: list[tuple[str, bytes, int]],
+        *,
+        read_values: bool,
+        grown: list[tuple[str, bytes, int]] | None = None,
     ) -> tuple[list[RawSession], int]:
-        """The sessions of ``group``, with their values if ``read_values``; how many are gone."""
+        """
+        The sessions of ``group``, with their values if ``read_values``; how
+        many are gone. A value is read no further than its size said, and one
+        byte more: one that has grown since is put in ``grown``, to be read
+        again, if given, so that a group never reads more than its sizes add
+        up to.
+        """
         commands: list[tuple[Any, ...]] = []
-        for _, name, _ in group:
+        for _, name, size in group:
             if read_values:
-                commands.append(("GETRANGE", name, 0, self.max_size))
+                commands.append(("GETRANGE", name, 0, min(size, self.max_size)))
             commands.append(("PTTL", name))
         step = 2 if read_values else 1
         replies = self._commands(
@@ -287,13 +320,15 @@ class RedisKeySource(ListingSource):
         )
         now = datetime.now(timezone.utc)
         batch, gone = [], 0
-        for index, (key, _, size) in enumerate(group):
+        for index, (key, name, size) in enumerate(group):
             value = replies[step * index] if read_values else None
             ttl = replies[step * index + step - 1]
             if ttl == -2:  # Never there, or expired or deleted since it was listed.
                 gone += 1
             elif read_values and value is None:
                 continue  # Changed type since: tallied as unreadable.
+            elif grown is not None and value is not None and len(value) > size:
+                grown.append((key, name, size))
             elif value is None or len(value) > self.max_size:
                 batch.append(RawSession(key, None, _in(now, ttl), size))
             else:
