@@ -13,6 +13,8 @@ from typing import Any, TypeGuard
 
 from django.db import DEFAULT_DB_ALIAS
 
+from analyze_sessions.compare import Comparison, LineChange
+from analyze_sessions.compare import to_json as comparison_json
 from analyze_sessions.decoding import FAILURES, TOO_LARGE
 from analyze_sessions.shown import KEY_PREFIX_LENGTH, masked, printable, spreadsheet_safe
 from analyze_sessions.sizes import format_size
@@ -128,6 +130,7 @@ class Report:
     unreadable_expiry: int = 0
     refused_classes: tuple[tuple[str, int], ...] = ()
     max_session_size: int = DEFAULT_MAX_SESSION_SIZE
+    compared: Comparison | None = None  # With --compare: what changed since.
 
     @classmethod
     def from_stats(
@@ -294,6 +297,9 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         totals.append(f"Listed keys not found: {report.keys_not_found} of {report.keys_listed}")
     yield from _section("Totals", totals)
 
+    if report.compared is not None:
+        yield from _section(_since_title(report.compared), list(_since(report.compared, size)))
+
     if report.owners:
         yield from _section("By app", list(_by_app(report, size)))
 
@@ -425,6 +431,66 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         )
     if limits:
         yield from _section("Limits", limits)
+
+
+def _since_title(comparison: Comparison) -> str:
+    if comparison.generated_at is None:
+        title = "Since the earlier report (of an unknown date)"
+    else:
+        moment = datetime.strptime(comparison.generated_at, "%Y-%m-%dT%H:%M:%SZ")
+        title = f"Since {moment.strftime('%Y-%m-%d %H:%M')} UTC"
+    return f"{title}, a partial one" if comparison.partial else title
+
+
+def _since(comparison: Comparison, size: Any) -> Iterator[str]:
+    """The lines of the Since section: what changed, and where."""
+    for label, change, sized in (
+        ("Sessions", comparison.sessions, False),
+        ("Stored", comparison.stored_bytes, True),
+        ("Expired sessions", comparison.expired_sessions, False),
+        ("Undecodable sessions", comparison.undecodable_sessions, False),
+    ):
+        shown = size if sized else str
+        sign = "+" if change.change >= 0 else "-"
+        percent = "" if change.percent is None else f" ({change.percent:+}%)"
+        yield (
+            f"{label}: {shown(change.after)}, {sign}{shown(abs(change.change))}{percent} "
+            f"from {shown(change.before)}"
+        )
+    groups: list[tuple[str, tuple[LineChange, ...] | None]] = [
+        ("Keys whose bytes grew most", comparison.keys_grew),
+        ("Keys whose bytes shrank most", comparison.keys_shrank),
+        ("Apps whose bytes grew most", comparison.owners_grew),
+        ("Apps whose bytes shrank most", comparison.owners_shrank),
+    ]
+    for title, lines in groups:
+        if lines:
+            yield f"{title}:"
+            for line in lines:
+                sign = "+" if line.change >= 0 else "-"
+                yield (
+                    f"    {_changed_name(line, title.startswith('Apps'))}: "
+                    f"{sign}{size(abs(line.change))}, from {size(line.before)} "
+                    f"to {size(line.after)}"
+                )
+    for title, lines, count, bytes_of in (
+        ("New keys", comparison.new_keys, comparison.new_key_count, "after"),
+        ("Gone keys", comparison.gone_keys, comparison.gone_key_count, "before"),
+    ):
+        if count:
+            yield f"{title}: {count}"
+            for line in lines:
+                yield f"    {_changed_name(line, False)}: {size(getattr(line, bytes_of))}"
+            if count > len(lines):
+                yield f"    (and {count - len(lines)} more)"
+    if comparison.owners_grew is None:
+        yield "Apps: the earlier report (schema version 1) does not name them"
+
+
+def _changed_name(line: LineChange, app: bool) -> str:
+    if app:
+        return "unknown apps" if line.name is None else printable(line.name)
+    return printable(line.name or "")
 
 
 def _key_line(line: KeyLine) -> str:
@@ -581,6 +647,7 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
         "filters": report.filters,
         "partial": report.partial,
         "generated_at": generated_at(report.now),
+        **({} if report.compared is None else {"compared_to": comparison_json(report.compared)}),
         "sessions": {
             "total": report.total_sessions,
             "processed": report.processed,

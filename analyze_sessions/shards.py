@@ -97,14 +97,7 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
     Read the JSON report of a shard at ``path``, and check it against the
     report's schema: a report file may have been made by hand, or forged.
     """
-    text = _read_report_file(path, max_size)
-    # Parsed, each item is an object: a report of "[],[],..." would take
-    # gigabytes. Counted first, as no shard of a real store has as many.
-    if text.count(b",") + text.count(b"[") + text.count(b"{") > MAX_REPORT_ITEMS:
-        raise ShardReportError(
-            f"Cannot merge '{path}': it holds more than any report of a shard can "
-            f"({MAX_REPORT_ITEMS} items)."
-        )
+    text = read_report_file(path, max_size, doing="merge", report="report of a shard")
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):  # Not JSON; nested past any report's depth.
@@ -129,7 +122,7 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
     if problem is not None:
         raise ShardReportError(
             f"Cannot merge '{path}': it is not a report of a shard that this version can "
-            f"merge ({_where(problem)} is not as the report's schema says)."
+            f"merge ({where_in_report(problem)} is not as the report's schema says)."
         )
     state = document["state"]
     try:
@@ -212,8 +205,12 @@ def _check_split(shards: list[tuple[int, int]]) -> None:
         raise ShardReportError(f"Cannot merge: {', '.join(problems)}.")
 
 
-def _read_report_file(path: str, max_size: int) -> bytes:
-    # Never blocks on a FIFO, and reads no more than a report can be.
+def read_report_file(path: str, max_size: int, *, doing: str, report: str) -> bytes:
+    """
+    The bytes of the report file at ``path``, to ``doing`` with a
+    ``report``: never blocking on a FIFO, never more than a report can be,
+    and never more items than parsing can hold.
+    """
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
@@ -229,8 +226,15 @@ def _read_report_file(path: str, max_size: int) -> bytes:
         os.close(descriptor)
     if len(data) > max_size:
         raise ShardReportError(
-            f"Cannot merge '{path}': it is larger than any report of a shard can be "
+            f"Cannot {doing} '{path}': it is larger than any {report} can be "
             f"({max_size // 1024**2} MiB)."
+        )
+    # Parsed, each item is an object: a report of "[],[],..." would take
+    # gigabytes. Counted first, as no report of a real store has as many.
+    if data.count(b",") + data.count(b"[") + data.count(b"{") > MAX_REPORT_ITEMS:
+        raise ShardReportError(
+            f"Cannot {doing} '{path}': it holds more than any {report} can "
+            f"({MAX_REPORT_ITEMS} items)."
         )
     return data
 
@@ -241,7 +245,7 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
-def _where(error: Any) -> str:
+def where_in_report(error: Any) -> str:
     """
     Where in the report ``error`` is, as a path of the names the schema
     gives (``state.totals.processed``): the report's own names (a key's

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 from tqdm import tqdm
 
+from analyze_sessions.compare import CompareError, check_comparable, compare, read_earlier_report
 from analyze_sessions.owners import installed_owners
 from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
 from analyze_sessions.report import Report, render_csv, render_json, render_text
@@ -150,6 +152,15 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--compare",
+            metavar="PATH",
+            help=(
+                "Say what changed since the run whose JSON report is at PATH "
+                "(--save-json's, or --format json's): sessions, bytes, and the keys "
+                "and apps whose bytes changed most."
+            ),
+        )
+        parser.add_argument(
             "--top",
             default=None,
             metavar="N",
@@ -248,6 +259,9 @@ class Command(BaseCommand):
                     f"were read with their own options."
                 )
             outcome, document = self._merged(options["merge"], show_keys=options["show_keys"])
+            earlier = self._earlier(
+                options, engine=document["engine"], filters={**document["filters"], "shard": None}
+            )
             if options["top"] is not None:
                 self._narrow_top(outcome, options["top"])
             report = Report.from_stats(
@@ -259,11 +273,15 @@ class Command(BaseCommand):
                 disk=document.get("disk"),
                 memcached=document["limits"]["over_memcached_limit"] is not None,
             )
-            self._write(report, options, outcome)
+            self._write(self._compared(report, earlier), options, outcome)
             return
         plan, filters = self._plan(options)
         jobs = whole_number("--jobs", options["jobs"], highest=MAX_JOBS)
         shard, shards = (0, 1) if options["shard"] is None else self._shard(options["shard"])
+        # Before the scan, which a report that cannot be compared with would waste.
+        earlier = self._earlier(
+            options, engine=plan.engine, filters={**filters, "shard": options["shard"]}
+        )
         try:
             source = open_plan(plan, key_range(shard, shards))
             # After the source, whose refusals say more than the engine's own.
@@ -318,6 +336,7 @@ class Command(BaseCommand):
             cached=issubclass(plan.store_class, cache_engine.SessionStore),
             max_session_size=plan.max_size,
         )
+        report = self._compared(report, earlier)
         self._write(report, options, outcome, state=options["shard"] is not None)
 
     def _plan(self, options: dict[str, Any]) -> tuple[Plan, dict[str, Any]]:
@@ -393,6 +412,30 @@ class Command(BaseCommand):
             "depth": plan.depth,
         }
         return plan, filters
+
+    def _earlier(
+        self, options: dict[str, Any], *, engine: str, filters: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The earlier report --compare names, checked to be comparable with this run."""
+        path = options.get("compare")
+        if path is None:
+            return None
+        if options["format"] == "csv":
+            raise CommandError(
+                "--compare says what changed in the text and JSON reports: --format csv lists "
+                "each key of this run only."
+            )
+        try:
+            document = read_earlier_report(path)
+            check_comparable(document, path, engine=engine, filters=filters)
+        except CompareError as error:
+            raise CommandError(str(error)) from error
+        return document
+
+    def _compared(self, report: Report, earlier: dict[str, Any] | None) -> Report:
+        if earlier is None:
+            return report
+        return dataclasses.replace(report, compared=compare(earlier, report))
 
     def _shard(self, text: str) -> tuple[int, int]:
         try:
