@@ -35,6 +35,7 @@ setup(
             "django-redis-sessions>=0.6.2",
             "hypothesis>=6.100",
             "mirakuru>=2.5",
+            "prometheus-client>=0.20",
             "pymemcache>=4",
             "pytest>=8.3",
             "pytest-django>=4.9",

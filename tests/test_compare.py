@@ -281,7 +281,7 @@ def test_files_that_are_no_report_are_one_sentence(tmp_path: Path) -> None:
     assert run_command(f"--compare={text_file}", "--format=csv") == (
         "",
         "CommandError: --compare says what changed in the text and JSON reports: --format csv "
-        "lists each key of this run only.\n",
+        "shows this run only.\n",
         1,
     )
 

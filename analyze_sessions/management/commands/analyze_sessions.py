@@ -5,8 +5,9 @@ import os
 import re
 import sys
 from argparse import ArgumentParser
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from functools import partial
 from importlib import metadata
 from typing import IO, Any
 
@@ -22,6 +23,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from tqdm import tqdm
 
 from analyze_sessions.compare import CompareError, check_comparable, compare, read_earlier_report
+from analyze_sessions.metrics import render_openmetrics
 from analyze_sessions.owners import installed_owners
 from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
 from analyze_sessions.report import Report, render_csv, render_json, render_text
@@ -139,9 +141,12 @@ class Command(BaseCommand):
         parser.add_argument("--limit", metavar="N", help="Stop after analyzing N sessions.")
         parser.add_argument(
             "--format",
-            choices=("text", "json", "csv"),
+            choices=("text", "json", "csv", "openmetrics"),
             default="text",
-            help="Write the report as text (the default), JSON, or CSV with a row per key.",
+            help=(
+                "Write the report as text (the default), JSON, CSV with a row per key, "
+                "or OpenMetrics text for Prometheus."
+            ),
         )
         parser.add_argument(
             "--save-json",
@@ -149,6 +154,14 @@ class Command(BaseCommand):
             help=(
                 "Also save the JSON report to PATH, whatever --format says: written "
                 "whole to a new file, then renamed over PATH."
+            ),
+        )
+        parser.add_argument(
+            "--save-metrics",
+            metavar="PATH",
+            help=(
+                "Also save the report as OpenMetrics text to PATH, whatever --format says, "
+                "for node_exporter's textfile collector: written whole, then renamed."
             ),
         )
         parser.add_argument(
@@ -420,10 +433,10 @@ class Command(BaseCommand):
         path = options.get("compare")
         if path is None:
             return None
-        if options["format"] == "csv":
+        if options["format"] in ("csv", "openmetrics"):
             raise CommandError(
-                "--compare says what changed in the text and JSON reports: --format csv lists "
-                "each key of this run only."
+                f"--compare says what changed in the text and JSON reports: --format "
+                f"{options['format']} shows this run only."
             )
         try:
             document = read_earlier_report(path)
@@ -480,13 +493,21 @@ class Command(BaseCommand):
                 self.stdout.flush()
             except BrokenPipeError:
                 _reader_gone()
-        if options.get("save_json"):
-            # After the report is out: a file that cannot be written loses nothing else.
-            lines = render_json(report, show_keys=options["show_keys"], state=shard_state)
-            try:
-                save_atomically(options["save_json"], lines, what="JSON report")
-            except SaveError as error:
-                raise CommandError(str(error)) from error
+        # After the report is out: a file that cannot be written loses nothing else.
+        saved: list[tuple[str, str, Callable[[], Iterator[str]]]] = [
+            (
+                "save_json",
+                "JSON report",
+                partial(render_json, report, show_keys=options["show_keys"], state=shard_state),
+            ),
+            ("save_metrics", "metrics", partial(render_openmetrics, report)),
+        ]
+        for option, what, lines in saved:
+            if options.get(option):
+                try:
+                    save_atomically(options[option], lines(), what=what)
+                except SaveError as error:
+                    raise CommandError(str(error)) from error
         if outcome.failure is not None:
             raise CommandError(f"{outcome.failure} The report covers the sessions read before.")
         if outcome.partial:
@@ -501,6 +522,8 @@ class Command(BaseCommand):
             return render_json(report, show_keys=options["show_keys"], state=state)
         if options["format"] == "csv":
             return render_csv(report)
+        if options["format"] == "openmetrics":
+            return render_openmetrics(report)
         return render_text(report, human=options["human"], show_keys=options["show_keys"])
 
     def _mail(self, report: Report, *, human: bool, show_keys: bool) -> None:
