@@ -470,7 +470,7 @@ def test_a_sentinel_client_as_the_connection_object_reads_a_replica(
     primary = redis.Redis.from_url(primary_location)
     primary.flushdb()
     replica = redis.Redis.from_url(replica_location)
-    use(CONNECTION_OBJECT=Sentinel([redis_sentinel]).master_for(SENTINEL_SERVICE))
+    use(CONNECTION_OBJECT=Sentinel([redis_sentinel]).master_for(SENTINEL_SERVICE))  # type: ignore[no-untyped-call]
     for n in range(3):
         make_session(n=n)
     replicated(primary, replica)

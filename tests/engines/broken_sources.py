@@ -70,7 +70,7 @@ class YieldsNone(Working):
 
 class YieldsWrongTypes(Working):
     def batches(self) -> Iterator[Any]:
-        yield [RawSession("a" * 32, b"bytes are not a session's data", None, "10")]
+        yield [RawSession("a" * 32, b"bytes are not a session's data", None, "10")]  # type: ignore[arg-type]
 
 
 class CountsWrong(Working):
