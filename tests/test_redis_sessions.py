@@ -409,9 +409,10 @@ def test_a_value_that_grows_while_read_is_read_again_alone(
     ) -> list[Any]:
         sent.append(commands)
         replies = pipeline(self, shard, commands)
-        if commands[0][0] == "STRLEN":  # The site appends to two sessions, right after.
+        if commands[0][0] == "STRLEN":  # The site appends to three sessions, right after.
             for key in keys[:2]:
                 redis_server.append(f"{PREFIX}:{key}", "z" * 500)
+            redis_server.append(f"{PREFIX}:{keys[2]}", "z" * 2000)  # Now past the bound.
         return replies
 
     monkeypatch.setattr(RedisKeySource, "_pipeline", site_writes_between)
@@ -422,18 +423,19 @@ def test_a_value_that_grows_while_read_is_read_again_alone(
     held = stored(redis_server)
     assert document["sessions"]["processed"] == 4
     assert document["stored_bytes"]["total"] == sum(len(data) for data in held.values())
-    assert document["undecodable"]["reasons"] == {"bad signature": 2}
+    # Measured as they are now, the one past the bound too, never read whole.
+    assert document["undecodable"]["reasons"] == {"bad signature": 2, "too large": 1}
     sizes, grouped, *alone = sent
     measured = {name: len(held[name.decode().split(":")[1]]) for _, name in sizes}
-    for key in keys[:2]:
-        measured[f"{PREFIX}:{key}".encode()] -= 500
+    for key, grown in zip(keys[:3], (500, 500, 2000), strict=True):
+        measured[f"{PREFIX}:{key}".encode()] -= grown
     # Each value was asked for as far as its size then said, one byte more at most...
     assert [command[3] for command in grouped if command[0] == "GETRANGE"] == [
         measured[command[1]] for command in grouped if command[0] == "GETRANGE"
     ]
     # ...and each that had grown, again on its own, up to the bound.
     assert sorted(command[0][1] for command in alone) == sorted(
-        f"{PREFIX}:{key}".encode() for key in keys[:2]
+        f"{PREFIX}:{key}".encode() for key in keys[:3]
     )
     assert all(command[0][3] == 1024 for command in alone)
 

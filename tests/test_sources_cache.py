@@ -790,3 +790,35 @@ def test_a_batch_of_large_redis_values_is_read_a_budget_at_a_time(
 
     assert fillers == {key: 512 * 1024 for key in keys}
     assert peak < 3 * 1024 * 1024
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("backend", ["RedisCache", "django-redis"])
+def test_redis_lists_only_names_shaped_as_the_engines_keys(
+    redis_location: str, redis_server: redis.Redis, backend: str
+) -> None:
+    cache = redis_cache(redis_location, backend)
+    with override_settings(SESSION_ENGINE=CACHE_ENGINE, CACHES={"default": cache}):
+        keys = [session_via_view(n=str(n)) for n in range(2)]
+        # Under the sessions' prefix, but of no shape Django gives a key.
+        for name in ("short", "x" * 33, "UPPER" * 7, "a" * 32 + "b" * 100_000):
+            redis_server.set(redis_name(name), b"1")
+        out, err, returncode = run_command("--format=json")
+    with override_settings(
+        SESSION_ENGINE="tests.engines.cache_own_keys", CACHES={"default": cache}
+    ):
+        own = [session_via_view(n=str(n)) for n in range(3)]
+        mine, own_err, own_returncode = run_command("--format=json")
+
+    assert (err, returncode, own_err, own_returncode) == ("", 0, "", 0)
+    document = json.loads(out)
+    assert document["sessions"]["total"] == document["sessions"]["processed"] == 2
+    assert {row["key_prefix"] for row in document["largest_sessions"]} == {
+        key[:6] for key in keys
+    }
+    # An engine that makes its keys its own way has every name listed:
+    # its own sessions, Django's, and the names of no shape (unreadable as
+    # sessions, but named so).
+    assert all(key.startswith("site") and len(key) == 16 for key in own)
+    everything = json.loads(mine)
+    assert everything["sessions"]["total"] == 2 + 3 + 2  # Not "UPPER"*7 nor the long name.

@@ -20,7 +20,7 @@ from django.utils.module_loading import import_string
 from analyze_sessions.shards import in_range, key_range
 from analyze_sessions.sources import BUILT_IN_SOURCES
 from tests.engines.jsonlines import SessionStore
-from tests.helpers import run_command, session_via_view
+from tests.helpers import run_command, section, session_via_view
 
 ENGINE = "tests.engines.jsonlines"
 SOURCES = {ENGINE: "tests.engines.jsonlines.JsonLinesSource"}
@@ -206,6 +206,8 @@ YIELDED_WRONG = (
         ("YieldsNone", None, YIELDED_WRONG),
         ("YieldsWrongTypes", None, YIELDED_WRONG),
         ("FailsMidway", 1, "failed to read its sessions (ConnectionError)."),
+        ("ExitsMidway", 1, "failed to read its sessions (SystemExit)."),
+        ("SaysTooMuch", None, "failed to read its sessions (SourceError)."),
         ("CountsWrong", 2, "counted its sessions as something other than a number."),
     ],
 )
@@ -240,3 +242,45 @@ def test_a_site_source_module_that_fails_to_import_is_one_sentence() -> None:
         f"CommandError: Cannot load the source class '{path}' for session engine '{ENGINE}' "
         "that ANALYZE_SESSIONS_SOURCES names: importing it raised RuntimeError.\n"
     )
+
+
+@pytest.mark.django_db
+def test_a_site_source_is_kept_to_the_shard_asked_for() -> None:
+    path = f"{BROKEN}.IgnoresShards"
+    with override_settings(ANALYZE_SESSIONS_SOURCES={ENGINE: path}):
+        shards = [json.loads(run_command("--format=json", f"--shard={k}/2")[0]) for k in (1, 2)]
+
+    keys = [letter * 32 for letter in "a0z9m"]
+    for k, shard in enumerate(shards):
+        assert shard["sessions"]["processed"] == sum(in_range(key, key_range(k, 2)) for key in keys)
+    assert sum(shard["sessions"]["processed"] for shard in shards) == 5
+
+
+@pytest.mark.django_db
+def test_reasons_a_site_source_gives_are_shown_only_as_plain_words() -> None:
+    with override_settings(ANALYZE_SESSIONS_SOURCES={ENGINE: f"{BROKEN}.OddReasons"}):
+        out, err, returncode = run_command()
+
+    assert (err, returncode) == ("", 0)
+    assert "hunter2" not in out
+    assert section(out, "Totals")[2].startswith(
+        "Unreadable: 4 sessions (other reason: 3, symbolic link: 1)"
+    )
+
+
+@pytest.mark.django_db
+@override_settings(
+    ANALYZE_SESSIONS_SOURCES={
+        "django.contrib.sessions.backends.db": "analyze_sessions.sources.database.DatabaseSource"
+    }
+)
+def test_the_commands_own_source_named_in_the_setting_is_itself() -> None:
+    with override_settings(SESSION_ENGINE="django.contrib.sessions.backends.db"):
+        for n in range(4):
+            session_via_view(n=str(n))
+
+        out, err, returncode = run_command("--jobs=2")
+
+    assert (err, returncode) == ("", 0)
+    assert out.startswith("Processed 4 sessions out of 4 total sessions\n")
+    assert section(out, "On disk")

@@ -214,7 +214,8 @@ def open_source(engine: str, store_class: type[SessionBase], options: SourceOpti
         registered = registered_source(engine, store_class)
         if registered is not None:
             found, site_path = registered
-            if site_path is None:
+            # The command's own classes are trusted wherever they are named.
+            if site_path is None or getattr(found, "__module__", "").startswith(_OWN):
                 return found.open(engine, store_class, options)
             from analyze_sessions.sources.site import open_site_source
 
@@ -257,27 +258,51 @@ def registered_source(
     return None
 
 
+_OWN = "analyze_sessions."
+
+
 def _source_class(engine: str, path: str, *, from_site: bool) -> SourceClass:
     named = f" that {SOURCES_SETTING} names" if from_site else ""
     try:
         found = import_string(path)
-    except ImportError as error:
+        opens = callable(getattr(found, "open", None))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # The site's module failed: its message may hold anything.
         raise UnsupportedEngine(
             f"Cannot load the source class '{path}' for session engine '{engine}'{named}: "
-            f"{first_line(error)}."
+            f"{_import_failure(path, error)}."
         ) from error
-    except Exception as error:  # The site's module failed: its message may hold anything.
-        raise UnsupportedEngine(
-            f"Cannot load the source class '{path}' for session engine '{engine}'{named}: "
-            f"importing it raised {type(error).__name__}."
-        ) from error
-    if not callable(getattr(found, "open", None)):
+    if not opens:
         raise UnsupportedEngine(
             f"'{path}', the source class {SOURCES_SETTING} names for session engine "
             f"'{engine}', has no open() class method: see \"Sessions kept elsewhere\" in README."
         )
     source_class: SourceClass = found
     return source_class
+
+
+def _import_failure(path: str, error: BaseException) -> str:
+    """
+    What went wrong importing ``path``: the module or class missing, said
+    in this command's words, else only the kind of exception the module's
+    own code raised.
+    """
+    module, _, name = path.rpartition(".")
+    if (
+        isinstance(error, ModuleNotFoundError)
+        and error.name
+        and (module == error.name or module.startswith(f"{error.name}."))
+    ):
+        return f"there is no module '{error.name}'"
+    if type(error) is ImportError and str(error) in (
+        f"{path} doesn't look like a module path",
+        f'Module "{module}" does not define a "{name}" attribute/class',
+    ):
+        if not module:
+            return "it is not a dotted path"
+        return f"there is no class '{name}' in module '{module}'"
+    return f"importing it raised {type(error).__name__}"
 
 
 def not_made_from(engine: str, built_in: str) -> str:

@@ -98,7 +98,7 @@ def cache_source(
         "max_size": max_size,
     }
     if isinstance(cache, RedisCache) or _is_django_redis(type(cache)):
-        return RedisSource(cache, prefix, keys=key_glob(store_class), **options)
+        return RedisSource(cache, prefix, keys=key_glob(store_class, CacheSessionStore), **options)
     if scanning:
         # Said here, before the run starts, for every cache that cannot list.
         raise UnsupportedEngine(

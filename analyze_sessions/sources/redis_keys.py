@@ -42,18 +42,22 @@ DEFAULT_TIMEOUT = 60.0
 NOT_A_STRING = "not a string"
 
 
-def key_glob(store_class: type[SessionBase]) -> str:
+def key_glob(store_class: type[SessionBase], engine_class: type[SessionBase]) -> str:
     """
-    The glob pattern of the keys ``store_class`` makes: Django's own are 32
-    lowercase letters and digits. Listing only names of that shape, Redis
-    never sends the source a name longer than a session's (a key of
-    hundreds of megabytes, say, that anyone with a connection can write),
-    nor, where the engine has no prefix, the other keys of the database.
-    An engine that makes its keys its own way is listed by every name.
+    The glob pattern of the keys ``store_class``, made from the engine
+    ``engine_class``, makes: Django's own are 32 lowercase letters and
+    digits. Listing only names of that shape, Redis never sends the source
+    a name longer than a session's (a key of hundreds of megabytes, say,
+    that anyone with a connection can write), nor, where the engine has no
+    prefix, the other keys of the database. An engine that makes its keys
+    its own way (another ``_get_new_session_key()`` or ``create()``) is
+    listed by every name.
     """
-    if store_class._get_new_session_key is SessionBase._get_new_session_key:  # type: ignore[attr-defined]
-        return "[0-9a-z]" * 32
-    return "*"
+    makes_keys = (
+        store_class._get_new_session_key is SessionBase._get_new_session_key  # type: ignore[attr-defined]
+        and store_class.create is engine_class.create
+    )
+    return "[0-9a-z]" * 32 if makes_keys else "*"
 
 
 class RedisKeySource(ListingSource):
@@ -290,7 +294,7 @@ class RedisKeySource(ListingSource):
             yield self._read_values(shard, group, read_values=True, grown=grown)
         # Each alone, to the bound: the group's budget was of their sizes before.
         for key, name, _ in grown:
-            yield self._read_values(shard, [(key, name, self.max_size)], read_values=True)
+            yield self._read_grown(shard, key, name)
         if too_large:
             yield self._read_values(shard, too_large, read_values=False)
 
@@ -336,6 +340,21 @@ class RedisKeySource(ListingSource):
                     continue  # Shorter since its size was asked.
                 batch.append(RawSession(key, self._data(value), _in(now, ttl), len(value)))
         return batch, gone
+
+    def _read_grown(self, shard: int, key: str, name: bytes) -> tuple[list[RawSession], int]:
+        """A session whose value grew since its size was asked: read alone, to the bound."""
+        commands = [("GETRANGE", name, 0, self.max_size), ("PTTL", name), ("STRLEN", name)]
+        value, ttl, size = self._commands(shard, commands, [(key, name)] * 3)
+        if ttl == -2:
+            return [], 1
+        if value is None or size is None:  # Changed type since: tallied as unreadable.
+            return [], 0
+        expires_at = _in(datetime.now(timezone.utc), ttl)
+        if len(value) > self.max_size:
+            return [RawSession(key, None, expires_at, max(size, len(value)))], 0
+        if self.bigger_than is not None and len(value) <= self.bigger_than:
+            return [], 0
+        return [RawSession(key, self._data(value), expires_at, len(value))], 0
 
     def _commands(
         self, shard: int, commands: list[tuple[Any, ...]], names: list[tuple[str, bytes]]

@@ -49,7 +49,7 @@ class RedisSessionsSource(RedisKeySource):
                 f"sessions ({', '.join(f'{name}()' for name in changed)}): map it to a source "
                 f"of its own in ANALYZE_SESSIONS_SOURCES."
             )
-        return cls(keys=key_glob(store_class), **options.reading())
+        return cls(keys=key_glob(store_class, engine_class), **options.reading())
 
     def __init__(self, *, keys: str = "*", **options: Any) -> None:
         super().__init__(**options)

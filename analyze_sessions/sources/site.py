@@ -4,21 +4,29 @@ A source of the site's own (ANALYZE_SESSIONS_SOURCES), held to the protocol.
 The command's own sources are tested with it; a site's is not, and its
 failures must not become tracebacks in a cron mail, or mails that quote
 what its exceptions say (a URL with a password, a session's data). So
-whatever it raises, returns or yields is checked here: a failure is one
-sentence that names the class and the kind of exception, never its
-message, and what it yields must be sessions.
+every call into its code, and every attribute read of it, is guarded: a
+failure of any kind (SystemExit included; only Ctrl-C goes through) is
+one sentence that names the class and the kind of exception, never its
+message, its own SourceError and UnsupportedEngine included. What it
+returns and yields must be of the exact types the protocol gives, within
+bounds, and in the key range asked for; the reasons it gives for
+unreadable sessions are shown only where they are plain words.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import partial
 from typing import Any, TypeVar
 
 from django.contrib.sessions.backends.base import SessionBase
 
+from analyze_sessions.shards import in_range
 from analyze_sessions.sources import (
+    Packed,
     RawSession,
     Source,
     SourceClass,
@@ -33,6 +41,30 @@ T = TypeVar("T")
 _METHODS = ("scan", "lookup", "total_sessions", "close")
 # What a source's batches end with, where None would be a batch that is not one.
 _END = object()
+# The largest count or size taken from a site's source: more than any store holds.
+MAX_COUNT = 2**63 - 1
+# The reasons for unreadable sessions shown: plain words, and at most so many.
+_PLAIN_WORDS = re.compile(r"[a-z][a-z0-9 -]{0,39}")
+MAX_REASONS = 20
+OTHER_REASON = "other reason"
+
+
+class _Checked(Exception):
+    """What a site's source gave is not what the protocol says: the message says so."""
+
+
+class _Failed(Exception):
+    """A site's code failed: its own exception, of whatever kind, is kept as the cause."""
+
+
+def guarded(call: Callable[[], T]) -> T:
+    """``call()``; any failure but Ctrl-C is raised as _Failed, named by its kind."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        raise _Failed(type(error).__name__) from error
 
 
 def open_site_source(
@@ -44,62 +76,72 @@ def open_site_source(
 ) -> Source:
     """The source ``found.open()`` returns, checked at every step."""
     try:
-        source = found.open(engine, store_class, options)
-    except UnsupportedEngine:
-        raise
-    except SourceError as error:  # The store is not there: the source's own sentence.
-        raise UnsupportedEngine(str(error)) from error
-    except Exception as error:
+        source = guarded(lambda: found.open(engine, store_class, options))
+        methods = guarded(lambda: [callable(getattr(source, name, None)) for name in _METHODS])
+    except _Failed as error:
         raise UnsupportedEngine(
             f"The source class '{path}' failed to open the sessions of session engine "
-            f"'{engine}' ({type(error).__name__})."
+            f"'{engine}' ({error})."
         ) from error
-    if not all(callable(getattr(source, name, None)) for name in _METHODS):
+    if not all(methods):
         raise UnsupportedEngine(
             f"The source class '{path}' did not open a source for session engine '{engine}': "
             f"what its open() returned has no {', '.join(f'{name}()' for name in _METHODS)}."
         )
-    return SiteSource(source, path)
+    return SiteSource(source, path, options)
 
 
 class SiteSource:
     """A site's source, whose every answer is checked (see the module's docstring)."""
 
-    def __init__(self, source: Any, path: str) -> None:
+    def __init__(self, source: Any, path: str, options: SourceOptions) -> None:
         self._source = source
         self._path = path
-        # The optional hooks run where their failures are already contained:
-        # the decoder counts a session whose expiry or value fails as a bad payload.
-        for hook in ("expiry", "unpack"):
-            if callable(getattr(source, hook, None)):
-                setattr(self, hook, getattr(source, hook))
+        self._key_range = options.key_range
+        # The optional hooks, guarded so that the decoder, which counts a
+        # session whose hook fails as a bad payload, sees an Exception.
+        for name in ("expiry", "unpack"):
+            try:
+                hook = guarded(partial(getattr, source, name, None))
+            except _Failed as error:
+                raise UnsupportedEngine(
+                    f"The source class '{path}' failed to give its {name}() hook ({error})."
+                ) from error
+            if callable(hook):
+                setattr(self, name, self._hook(name, hook))
 
     @property
     def keys_listed(self) -> int:
-        return _count(getattr(self._source, "keys_listed", 0))
+        return self._count_or_zero("keys_listed")
 
     @property
     def keys_not_found(self) -> int:
-        return _count(getattr(self._source, "keys_not_found", 0))
+        return self._count_or_zero("keys_not_found")
 
     @property
     def sessions_gone(self) -> int:
-        return _count(getattr(self._source, "sessions_gone", 0))
+        return self._count_or_zero("sessions_gone")
 
     @property
     def unreadable_expiry(self) -> int:
-        return _count(getattr(self._source, "unreadable_expiry", 0))
+        return self._count_or_zero("unreadable_expiry")
 
     @property
     def unreadable(self) -> Counter[str]:
-        found = getattr(self._source, "unreadable", None)
-        if not isinstance(found, dict):
+        try:
+            found = guarded(lambda: dict(getattr(self._source, "unreadable", None) or {}))
+        except _Failed:
             return Counter()
-        return Counter({str(reason): _count(count) for reason, count in found.items()})
+        counted: Counter[str] = Counter()
+        for reason, count in list(found.items())[:MAX_REASONS]:
+            if _count(count) is not None:
+                plain = type(reason) is str and _PLAIN_WORDS.fullmatch(reason)
+                counted[reason if plain else OTHER_REASON] += _count(count) or 0
+        return counted
 
     def total_sessions(self) -> int | None:
-        total: Any = self._calling("count its sessions", self._source.total_sessions)
-        if total is not None and _count(total, -1) < 0:
+        total = self._calling("count its sessions", lambda: self._source.total_sessions())
+        if total is not None and _count(total) is None:
             raise SourceError(
                 f"The source class '{self._path}' counted its sessions as something other "
                 f"than a number."
@@ -115,62 +157,91 @@ class SiteSource:
 
     def close(self) -> None:
         try:
-            self._source.close()
-        except Exception:  # The run is over: nothing is left to lose.
+            guarded(lambda: self._source.close())
+        except _Failed:  # The run is over: nothing is left to lose.
             pass
 
     def _checked(self, batches: Callable[[], Iterable[Any]]) -> Iterator[list[RawSession]]:
-        found = iter(self._calling("read its sessions", batches))
+        found = self._calling("read its sessions", lambda: iter(batches()))
         while True:
             batch = self._calling("read its sessions", lambda: next(found, _END))
             if batch is _END:
                 break
-            yield self._sessions(batch)
-        for counted in ("keys_listed", "keys_not_found", "sessions_gone"):
-            if _count(getattr(self._source, counted, 0), -1) < 0:
+            yield self._calling("read its sessions", partial(self._sessions, batch))
+        for name in ("keys_listed", "keys_not_found", "sessions_gone"):
+            count = self._calling("count what it read", partial(getattr, self._source, name, 0))
+            if _count(count) is None:
                 raise SourceError(
-                    f"The source class '{self._path}' kept {counted} as something other than "
-                    f"a count."
+                    f"The source class '{self._path}' kept {name} as something other than a count."
                 )
 
     def _sessions(self, batch: Any) -> list[RawSession]:
-        if not isinstance(batch, (list, tuple)):
+        if type(batch) is not list:
             raise self._not_sessions()
         sessions = []
         for item in batch:
-            try:
-                raw = RawSession(*item)
-            except TypeError:
-                raise self._not_sessions() from None
+            if type(item) is not RawSession and not (type(item) is tuple and len(item) == 4):
+                raise self._not_sessions()
+            raw = RawSession(*item)
+            packed = type(raw.data) is Packed and hasattr(self, "unpack")
             if not (
-                isinstance(raw.key, str)
-                and (raw.data is None or isinstance(raw.data, (str, dict)))
-                and (raw.expires_at is None or isinstance(raw.expires_at, datetime))
-                and _count(raw.stored_size, -1) >= 0
+                type(raw.key) is str
+                and (raw.data is None or type(raw.data) in (str, dict) or packed)
+                and _count(raw.stored_size) is not None
             ):
                 raise self._not_sessions()
-            sessions.append(raw._replace(expires_at=aware(raw.expires_at)))
+            if in_range(raw.key, self._key_range):
+                sessions.append(raw._replace(expires_at=self._moment(raw.expires_at)))
         return sessions
 
-    def _not_sessions(self) -> SourceError:
-        return SourceError(
+    def _moment(self, moment: Any) -> datetime | None:
+        """An expiry as the command keeps them, aware in UTC; None past the calendar."""
+        if moment is None:
+            return None
+        if type(moment) is not datetime:
+            raise self._not_sessions()
+        try:
+            utc = aware(moment)
+            return None if utc is None else utc.astimezone(timezone.utc)
+        except OverflowError:  # datetime.max, for "never", where it is not in UTC.
+            return None
+
+    def _hook(self, name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
+        def checked(*args: Any) -> Any:
+            result = guarded(lambda: hook(*args))
+            if name == "expiry":
+                return self._moment(result)
+            return result
+
+        return checked
+
+    def _count_or_zero(self, name: str) -> int:
+        try:
+            count = guarded(lambda: getattr(self._source, name, 0))
+        except _Failed:
+            return 0
+        return _count(count) or 0
+
+    def _not_sessions(self) -> _Checked:
+        return _Checked(
             f"The source class '{self._path}' yielded something other than lists of "
             f"RawSession(key, data, expires_at, stored_size), of the types README gives."
         )
 
+    def _failed(self, doing: str, error: _Failed) -> SourceError:
+        return SourceError(f"The source class '{self._path}' failed to {doing} ({error}).")
+
     def _calling(self, doing: str, call: Callable[[], T]) -> T:
         try:
-            return call()
-        except (SourceError, KeyboardInterrupt):
-            raise
-        except Exception as error:
-            raise SourceError(
-                f"The source class '{self._path}' failed to {doing} ({type(error).__name__})."
-            ) from error
+            return guarded(call)
+        except _Failed as error:
+            if isinstance(error.__cause__, _Checked):
+                raise SourceError(str(error.__cause__)) from error  # This guard's own sentence.
+            raise self._failed(doing, error) from error
 
 
-def _count(value: Any, otherwise: int = 0) -> int:
-    """``value`` if it is a count (a whole number, 0 or more), else ``otherwise``."""
-    if type(value) is int and value >= 0:
+def _count(value: Any) -> int | None:
+    """``value`` if it is a count: a whole number from 0 to MAX_COUNT, else None."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
         return value
-    return otherwise
+    return None

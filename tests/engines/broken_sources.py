@@ -81,3 +81,31 @@ class CountsWrong(Working):
 class NotAClassMethod(Working):
     def open(self, engine: str, store_class: type[SessionBase], options: SourceOptions) -> Any:  # type: ignore[override]
         return self
+
+
+class ExitsMidway(Working):
+    def batches(self) -> Iterator[Any]:
+        yield from list(super().batches())[:1]
+        raise SystemExit(SECRET)
+
+
+class SaysTooMuch(Working):
+    def batches(self) -> Iterator[Any]:
+        from analyze_sessions.sources import SourceError
+
+        raise SourceError(f"Cannot reach {SECRET}")
+        yield
+
+
+class IgnoresShards(Working):
+    """Yields every session whatever the key range: the guard keeps each shard's own."""
+
+    def batches(self) -> Iterator[Any]:
+        moment = datetime(2100, 1, 1, tzinfo=timezone.utc)
+        yield [RawSession(f"{letter}" * 32, "not signed", moment, 10) for letter in "a0z9m"]
+
+
+class OddReasons(Working):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreadable = Counter({f"at {SECRET}": 3, "symbolic link": 1})
