@@ -205,6 +205,7 @@ YIELDED_WRONG = (
         ),
         ("YieldsNone", None, YIELDED_WRONG),
         ("YieldsWrongTypes", None, YIELDED_WRONG),
+        ("YieldsDicts", None, YIELDED_WRONG),
         ("FailsMidway", 1, "failed to read its sessions (ConnectionError)."),
         ("ExitsMidway", 1, "failed to read its sessions (SystemExit)."),
         ("SaysTooMuch", None, "failed to read its sessions (SourceError)."),
@@ -284,3 +285,13 @@ def test_the_commands_own_source_named_in_the_setting_is_itself() -> None:
     assert (err, returncode) == ("", 0)
     assert out.startswith("Processed 4 sessions out of 4 total sessions\n")
     assert section(out, "On disk")
+
+
+@pytest.mark.django_db
+def test_reasons_past_the_twentieth_are_counted_together() -> None:
+    with override_settings(ANALYZE_SESSIONS_SOURCES={ENGINE: f"{BROKEN}.ManyReasons"}):
+        out, err, returncode = run_command()
+
+    assert (err, returncode) == ("", 0)
+    unreadable = section(out, "Totals")[2]
+    assert unreadable.startswith("Unreadable: 25000 sessions (other reason: 5000, reason 0: 1000")

@@ -129,14 +129,20 @@ class SiteSource:
     @property
     def unreadable(self) -> Counter[str]:
         try:
-            found = guarded(lambda: dict(getattr(self._source, "unreadable", None) or {}))
+            found = guarded(
+                lambda: list(dict(getattr(self._source, "unreadable", None) or {}).items())
+            )
         except _Failed:
             return Counter()
         counted: Counter[str] = Counter()
-        for reason, count in list(found.items())[:MAX_REASONS]:
-            if _count(count) is not None:
-                plain = type(reason) is str and _PLAIN_WORDS.fullmatch(reason)
-                counted[reason if plain else OTHER_REASON] += _count(count) or 0
+        for reason, count in found:
+            if _count(count) is None:
+                continue
+            # An exact str before anything else: a key of its own type could run its code.
+            plain = type(reason) is str and _PLAIN_WORDS.fullmatch(reason) is not None
+            if not plain or (reason not in counted and len(counted) >= MAX_REASONS):
+                reason = OTHER_REASON
+            counted[reason] += count
         return counted
 
     def total_sessions(self) -> int | None:
@@ -183,10 +189,13 @@ class SiteSource:
             if type(item) is not RawSession and not (type(item) is tuple and len(item) == 4):
                 raise self._not_sessions()
             raw = RawSession(*item)
+            # The data as the engine stores it: text. A dict of the site's
+            # objects would run their code where nothing contains it; a
+            # packed value is unpacked in the sandbox, by the source's hook.
             packed = type(raw.data) is Packed and hasattr(self, "unpack")
             if not (
                 type(raw.key) is str
-                and (raw.data is None or type(raw.data) in (str, dict) or packed)
+                and (raw.data is None or type(raw.data) is str or packed)
                 and _count(raw.stored_size) is not None
             ):
                 raise self._not_sessions()
@@ -210,8 +219,9 @@ class SiteSource:
         def checked(*args: Any) -> Any:
             result = guarded(lambda: hook(*args))
             if name == "expiry":
-                return self._moment(result)
-            return result
+                return guarded(partial(self._moment, result))
+            # The session dict, None past the bound, or bytes: a bad payload.
+            return result if type(result) in (dict, bytes) or result is None else b""
 
         return checked
 

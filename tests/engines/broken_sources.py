@@ -109,3 +109,16 @@ class OddReasons(Working):
     def __init__(self) -> None:
         super().__init__()
         self.unreadable = Counter({f"at {SECRET}": 3, "symbolic link": 1})
+
+
+class YieldsDicts(Working):
+    """A dict of the site's own objects would run their code where nothing contains it."""
+
+    def batches(self) -> Iterator[Any]:
+        yield [RawSession("a" * 32, {"cart": [1]}, None, 10)]
+
+
+class ManyReasons(Working):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreadable = Counter({f"reason {n}": 1000 for n in range(25)})
