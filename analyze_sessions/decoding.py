@@ -40,6 +40,10 @@ _SIGNED_SHAPE = re.compile(
 )
 # Where django.contrib.auth keeps the id of the user a session is logged in as.
 USER_ID_KEY = "_auth_user_id"
+# Where a session that sets its own age keeps it (SessionBase.set_expiry()).
+EXPIRY_KEY = "_session_expiry"
+# The values the report reads: all others are measured, never parsed.
+_READ_KEYS = (USER_ID_KEY, EXPIRY_KEY)
 
 
 # Not frozen: a frozen dataclass takes three times as long to make, once a
@@ -68,6 +72,9 @@ class DecodedSession:
     unknown_key: bool = False
     nested: dict[str, int] = field(default_factory=dict)
     refused_class: str | None = None
+    # Seconds from its last write to its expiry; None where that cannot be
+    # told (undecodable, or an expiry set as a date).
+    age: int | None = None
 
 
 class Decoder:
@@ -98,6 +105,10 @@ class Decoder:
         self._store = store_class()
         self._serializer = self._store.serializer()
         self._empty_payload_size = len(self._serializer.dumps({}))
+        try:
+            self._cookie_age: int | None = int(self._store.get_session_cookie_age())
+        except (TypeError, ValueError, AttributeError):  # An engine's own idea of it.
+            self._cookie_age = None
         self._depth = depth
         signer = signing.TimestampSigner(salt=self._store.key_salt)
         self._verified = SessionVerifier(signer).verified
@@ -167,6 +178,7 @@ class Decoder:
         user_id = session.get(USER_ID_KEY)
         return DecodedSession(
             raw.stored_size,
+            age=self._age(session.get(EXPIRY_KEY)),
             payload_size=payload_size,
             entries=entries,
             expires_at=expires_at,
@@ -174,6 +186,18 @@ class Decoder:
             user_id=_user_id(user_id),
             nested=nested,
         )
+
+    def _age(self, expiry: Any) -> int | None:
+        """
+        A session's age, as SessionBase.get_expiry_age() tells it: its own
+        number of seconds where it set one, else the cookie's age. An expiry
+        set as a date makes the session expire then, whenever written.
+        """
+        if not expiry:
+            return self._cookie_age
+        if type(expiry) is int:
+            return expiry
+        return None
 
     def entry_size(self, key: Any, value: Any) -> int:
         """The bytes that ``key`` and its value take in the payload."""
@@ -225,9 +249,7 @@ class Decoder:
         if self._values_unread:
             spans = entry_spans(payload)
             if spans is not None:
-                entries, user_id = spans
-                # The one value read: parsed alone.
-                session = {} if user_id is None else {USER_ID_KEY: msgspec.json.decode(user_id)}
+                entries, session = spans  # The values read, parsed alone.
                 return session, len(payload), entries
         if self._compact_json:
             measured = split_compact_json(payload)
@@ -409,11 +431,12 @@ _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]
 _RAW_ENTRIES = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
-def entry_spans(payload: bytes) -> tuple[dict[str, int], msgspec.Raw | None] | None:
+def entry_spans(payload: bytes) -> tuple[dict[str, int], dict[str, Any]] | None:
     """
     The bytes each entry of compact JSON ``payload`` takes (``"key":value``),
-    and the text of its user id's value, if it has one, without parsing any
-    value: msgspec checks that each is JSON, and says where it ends.
+    and the values the report reads (the user's id, the session's own age),
+    parsed, where it has them, without parsing any other value: msgspec
+    checks that each is JSON, and says where it ends.
 
     None for anything but an ASCII object written without spaces, whose
     keys need no escapes, each once: there the entries do not add up to
@@ -434,7 +457,9 @@ def entry_spans(payload: bytes) -> tuple[dict[str, int], msgspec.Raw | None] | N
     # given twice is counted once: either way they fall short.
     if sum(entries.values()) + 1 + (len(entries) or 1) != len(payload):
         return None
-    return entries, values.get(USER_ID_KEY)
+    return entries, {
+        name: msgspec.json.decode(values[name]) for name in _READ_KEYS if name in values
+    }
 
 
 def split_compact_json(payload: bytes) -> tuple[dict[str, Any], dict[str, int]] | None:

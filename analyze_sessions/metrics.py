@@ -29,6 +29,7 @@ from analyze_sessions.stats import OTHER_KEYS
 
 if TYPE_CHECKING:
     from analyze_sessions.report import Report
+    from analyze_sessions.timeline import Written
 
 PREFIX = "django_sessions"
 # The keys and patterns with a series of their own, largest first.
@@ -103,6 +104,8 @@ def render_openmetrics(report: Report) -> Iterator[str]:
         f"rest, the sum of each one's.",
         [(f'{{key="{_label(name)}"}}', sessions) for name, _, sessions in keys],
     )
+    if report.written is not None:
+        yield from _written(report.written)
     started = report.now or datetime.now(timezone.utc)
     yield from _gauge(
         "report_timestamp_seconds",
@@ -113,6 +116,40 @@ def render_openmetrics(report: Report) -> Iterator[str]:
         "report_partial", "1 if the run was interrupted, else 0.", int(report.partial)
     )
     yield "# EOF"
+
+
+def _written(found: Written) -> Iterator[str]:
+    """When the sessions were written, by day and by month, and when they expire."""
+    days = [(f'{{date="{name}"}}', sessions, stored) for name, sessions, stored in found.by_day]
+    months = [
+        (f'{{month="{name}"}}', sessions, stored) for name, sessions, stored in found.by_month
+    ]
+    expiring = [
+        (f'{{within="{within}"}}', sessions, stored) for within, sessions, stored in found.expiring
+    ]
+    for name, samples, description in (
+        ("written_day", days, "last written on each of the last 30 days (UTC)"),
+        ("written_month", months, "last written in each month before (UTC)"),
+        ("expiring", expiring, "that expire within a day, a week, a month of the run's start"),
+    ):
+        yield from _family(
+            f"{name}_sessions",
+            "gauge",
+            f"Sessions {description}.",
+            [(labels, sessions) for labels, sessions, _ in samples],
+        )
+        yield from _family(
+            f"{name}_bytes",
+            "gauge",
+            f"Stored bytes of the sessions {description}.",
+            [(labels, stored) for labels, _, stored in samples],
+        )
+    yield from _gauge(
+        "unplaced_sessions",
+        "Sessions whose last write cannot be told (no expiry, an expiry set as a date, "
+        "undecodable).",
+        found.unplaced[0],
+    )
 
 
 def _key_series(report: Report) -> list[tuple[str, int, int]]:

@@ -27,6 +27,7 @@ from analyze_sessions.stats import (
     LargeSession,
     Stats,
 )
+from analyze_sessions.timeline import STANDS_OUT, Written, written
 
 SCHEMA_VERSION = 2
 # The most key lines the text report lists: the rest are summed in one line.
@@ -131,6 +132,7 @@ class Report:
     refused_classes: tuple[tuple[str, int], ...] = ()
     max_session_size: int = DEFAULT_MAX_SESSION_SIZE
     compared: Comparison | None = None  # With --compare: what changed since.
+    written: Written | None = None  # When the sessions were written, and expire.
 
     @classmethod
     def from_stats(
@@ -182,6 +184,7 @@ class Report:
             nested=_key_lines(stats.nested),
             over_cookie_limit=stats.over_cookie_limit,
             over_memcached_limit=stats.over_memcached_limit,
+            written=written(stats.timeline),
             **context,
         )
 
@@ -337,6 +340,9 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         )
     yield from _section("Expired", expired)
 
+    if report.written is not None and report.processed:
+        yield from _section("Written", list(_written(report.written, size)))
+
     if report.undecodable:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in report.undecodable)
         undecodable = [
@@ -431,6 +437,47 @@ def render_text(report: Report, *, human: bool = False, show_keys: bool = False)
         )
     if limits:
         yield from _section("Limits", limits)
+
+
+def _written(found: Written, size: Any) -> Iterator[str]:
+    """The lines of the Written section: when the sessions were last written, and expire."""
+    if found.placed:
+        days = [day for day in found.by_day if day[1]]
+        if days:
+            yield "By day, the last 30 days (UTC), for each day that has any:"
+        for name, sessions, stored in days:
+            standing = " (stands out)" if name in found.stand_out else ""
+            yield f"    {name}: {_sessions(sessions)}, {size(stored)}{standing}"
+        if found.stand_out:
+            median = f"{found.median_day:g}"
+            yield (
+                f"Standing out: {len(found.stand_out)} of them, with more than {STANDS_OUT} "
+                f"times the median day's {median} sessions (bots, a campaign, a bug?)"
+            )
+        months = [month for month in found.by_month if month[1]]
+        if months or found.earlier[1]:
+            yield "Before, by month:"
+        if found.earlier[1]:
+            yield (
+                f"    before {found.earlier[0]}: {_sessions(found.earlier[1])}, "
+                f"{size(found.earlier[2])}"
+            )
+        for name, sessions, stored in months:
+            yield f"    {name}: {_sessions(sessions)}, {size(stored)}"
+    if found.later[0]:
+        yield (
+            f"After the run started: {_sessions(found.later[0])}, {size(found.later[1])}: "
+            f"their expiry is further off than their age (set by hand, or a clock ahead)"
+        )
+    if found.unplaced[0]:
+        yield (
+            f"Not placed: {_sessions(found.unplaced[0])}, {size(found.unplaced[1])}: no "
+            f"expiry, an expiry set as a date, or data that cannot be read"
+        )
+    yield "Expiring: " + "; ".join(
+        f"{_sessions(sessions)}, {size(stored)} in the next {within}"
+        for within, sessions, stored in found.expiring
+    )
 
 
 def _since_title(comparison: Comparison) -> str:
@@ -633,6 +680,29 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _written_json(found: Written) -> dict[str, Any]:
+    def pair(sessions: int, stored: int) -> dict[str, int]:
+        return {"sessions": sessions, "stored_bytes": stored}
+
+    return {
+        "written": {
+            "by_day": [
+                {"date": name, **pair(sessions, stored)} for name, sessions, stored in found.by_day
+            ],
+            "by_month": [
+                {"month": name, **pair(sessions, stored)}
+                for name, sessions, stored in found.by_month
+            ],
+            "earlier": {"before": found.earlier[0], **pair(*found.earlier[1:])},
+            "after_run_started": pair(*found.later),
+            "not_placed": pair(*found.unplaced),
+            "median_day_sessions": found.median_day,
+            "stand_out": list(found.stand_out),
+        },
+        "expiring": {within: pair(sessions, stored) for within, sessions, stored in found.expiring},
+    }
+
+
 def generated_at(now: datetime | None) -> str:
     """When the run started, in UTC, to the second, as ISO 8601 writes it."""
     moment = datetime.now(timezone.utc) if now is None else now.astimezone(timezone.utc)
@@ -648,6 +718,7 @@ def to_json(report: Report, *, show_keys: bool = False) -> dict[str, Any]:
         "partial": report.partial,
         "generated_at": generated_at(report.now),
         **({} if report.compared is None else {"compared_to": comparison_json(report.compared)}),
+        **({} if report.written is None else _written_json(report.written)),
         "sessions": {
             "total": report.total_sessions,
             "processed": report.processed,

@@ -13,6 +13,7 @@ from analyze_sessions.owners import NO_OWNERS, Owner, Owners
 from analyze_sessions.patterns import key_pattern
 from analyze_sessions.shown import masked
 from analyze_sessions.sketches import Users
+from analyze_sessions.timeline import Timeline
 
 if TYPE_CHECKING:  # Decoding needs the sources, and they need the shards, which need these.
     from analyze_sessions.decoding import DecodedSession
@@ -372,9 +373,12 @@ class Stats:
     over_memcached_limit: int = 0
     sizes: SizeDistribution = field(default_factory=SizeDistribution)
     largest: TopSessions = field(init=False)
+    # When the sessions were written, and when they expire.
+    timeline: Timeline = field(init=False)
 
     def __post_init__(self) -> None:
         self.largest = TopSessions(self.top)
+        self.timeline = Timeline(now=None if self.now is None else self.now.timestamp())
         self.keys = KeyTable(grouped=not self.show_keys, owners=self.owner_of)
         self.nested = KeyTable(grouped=not self.show_keys, owners=self.owner_of)
 
@@ -392,6 +396,7 @@ class Stats:
         if expires_at is not None and self.now is not None and expires_at < self.now:
             self.expired_sessions += 1
             self.expired_bytes += size
+        self.timeline.add(expires_at, session.age, size)
         entries = session.entries
         largest = self.largest
         if size >= largest.least and largest.admits(size, session.key):
@@ -440,6 +445,7 @@ class Stats:
         self.users.merge(other.users)
         self.sizes.merge(other.sizes)
         self.largest.merge(other.largest)
+        self.timeline.merge(other.timeline)
 
     def _refused(self, class_name: str, count: int) -> None:
         refused = self.refused_classes
@@ -489,6 +495,7 @@ def to_state(stats: Stats, *, show_keys: bool = False) -> dict[str, Any]:
             ]
             for session in stats.largest.largest_first()
         ],
+        "timeline": stats.timeline.state(),
     }
 
 
@@ -521,6 +528,9 @@ def from_state(state: dict[str, Any]) -> Stats:
     for size, key, expires, user_id, largest_key in state["largest"]:
         stats.largest.add(LargeSession(size, key, _moment(expires), user_id, largest_key))
     _check_sizes(sizes, stats.processed)
+    stats.timeline = Timeline.from_state(state["timeline"], stats.timeline.now)
+    if stats.timeline.now is not None and stats.timeline.placed() != stats.processed:
+        raise ValueError("The timeline does not place the sessions processed.")
     return stats
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+from datetime import timedelta
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
 from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
@@ -65,6 +67,19 @@ def test_whole_report_of_every_session(two_sessions: tuple[str, str]) -> None:
         for key, expire in Session.objects.values_list("session_key", "expire_date")
     }
 
+    # Written two weeks (SESSION_COOKIE_AGE) before their expiry.
+    sizes = {first: 69, second: 83}
+    by_day: dict[str, list[int]] = {}
+    for key, expire in Session.objects.values_list("session_key", "expire_date"):
+        day = (expire - timedelta(seconds=settings.SESSION_COOKIE_AGE)).astimezone(dt_timezone.utc)
+        counted = by_day.setdefault(day.date().isoformat(), [0, 0])
+        counted[0] += 1
+        counted[1] += sizes[key]
+    written = "".join(
+        f"        {day}: {count} session{'s' if count > 1 else ''}, {size} bytes\n"
+        for day, (count, size) in sorted(by_day.items())
+    )
+
     out, err, returncode = run_command()
 
     # Payload: {"foo":"bar"} is 13 bytes, {"foo":"bazbaz","n":"1"} 24: 37,
@@ -93,6 +108,13 @@ def test_whole_report_of_every_session(two_sessions: tuple[str, str]) -> None:
         "Expired:\n"
         "    0 sessions (0.0%), 0 bytes (0.0% of stored): past their expiry, still stored; "
         "clearsessions would delete them\n"
+        "\n"
+        "Written:\n"
+        "    By day, the last 30 days (UTC), for each day that has any:\n"
+        f"{written}"
+        # They expire in two weeks: within the month.
+        "    Expiring: 0 sessions, 0 bytes in the next day; 0 sessions, 0 bytes in the next "
+        "week; 2 sessions, 152 bytes in the next month\n"
         "\n"
         "Undecodable:\n"
         "    0 sessions\n"

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 from django.contrib.sessions.backends.db import SessionStore
 from django.core import signing
@@ -49,6 +50,7 @@ def test_entry_sizes_of_a_session_the_store_encoded() -> None:
         entries={"foo": 11, "cart": 13, "n": 8},
         expires_at=EXPIRES,
         key=KEY,
+        age=django_settings.SESSION_COOKIE_AGE,  # It sets no age of its own.
     )
     # Entries plus the braces and the separating commas make the payload.
     assert sum(decoded.entries.values()) + 2 + 2 == decoded.payload_size
@@ -134,13 +136,17 @@ def test_entry_spans_are_those_of_the_payload() -> None:
     spans = entry_spans(payload)
 
     assert spans is not None
-    entries, user_id = spans
+    entries, read = spans
     assert entries == {"foo": 11, "cart": 19, "_auth_user_id": 19, "e": 6}
     assert sum(entries.values()) + 2 + 3 == len(payload)
-    assert bytes(user_id or b"") == b'"7"'
-    assert entry_spans(b"{}") == ({}, None)
+    assert read == {"_auth_user_id": "7"}  # The one value of these read.
+    assert entry_spans(b'{"_session_expiry":600,"a":1}') == (
+        {"_session_expiry": 21, "a": 5},
+        {"_session_expiry": 600},
+    )
+    assert entry_spans(b"{}") == ({}, {})
     # What is not ASCII is escaped, as Django writes it.
-    assert entry_spans(b'{"a":"\\u00e9"}') == ({"a": 12}, None)
+    assert entry_spans(b'{"a":"\\u00e9"}') == ({"a": 12}, {})
     # Not an object, not ASCII, not JSON: measured the other way, or refused.
     for other in (b"[1]", '{"é":1}'.encode(), b'{"a":1', b""):
         assert entry_spans(other) is None
@@ -225,7 +231,12 @@ def test_an_engine_that_decodes_its_own_way_is_used() -> None:
     # a set, so its entries cannot be measured.
     assert decode(data, LegacySessionStore).failure == BAD_PAYLOAD
     assert decode('legacy:{"foo":"bar"}', LegacySessionStore) == DecodedSession(
-        stored_size=20, payload_size=13, entries={"foo": 11}, expires_at=EXPIRES, key=KEY
+        stored_size=20,
+        payload_size=13,
+        entries={"foo": 11},
+        expires_at=EXPIRES,
+        key=KEY,
+        age=django_settings.SESSION_COOKIE_AGE,
     )
     assert decode(LegacySessionStore().encode({"n": 1}), LegacySessionStore).entries == {"n": 5}
 

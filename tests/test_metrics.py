@@ -117,6 +117,20 @@ def test_every_value_is_the_json_reports(tmp_path: Path) -> None:
         == datetime.fromisoformat(document["generated_at"]).timestamp()
     )
     assert value(found, "report_partial") == 0
+    # When they were written, and when they expire: the JSON's numbers too.
+    for row in document["written"]["by_day"]:
+        assert value(found, "written_day_sessions", date=row["date"]) == row["sessions"]
+        assert value(found, "written_day_bytes", date=row["date"]) == row["stored_bytes"]
+    for row in document["written"]["by_month"]:
+        assert value(found, "written_month_sessions", month=row["month"]) == row["sessions"]
+    assert value(found, "unplaced_sessions") == document["written"]["not_placed"]["sessions"]
+    for within, row in document["expiring"].items():
+        assert value(found, "expiring_sessions", within=within) == row["sessions"]
+        assert value(found, "expiring_bytes", within=within) == row["stored_bytes"]
+    # Written today: one a word, and the hostile one; the expired one set its
+    # expiry as a date, and the other two cannot be read: not placed.
+    assert sum(row["sessions"] for row in document["written"]["by_day"]) == len(WORDS) + 1
+    assert document["written"]["not_placed"]["sessions"] == 3
 
 
 def test_a_key_name_cannot_break_out_of_its_label() -> None:

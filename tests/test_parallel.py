@@ -72,6 +72,7 @@ sessions = st.builds(
     user_id=st.one_of(st.none(), st.sampled_from(["1", "2", "3"])),
     unknown_key=st.booleans(),
     nested=st.dictionaries(st.sampled_from(["cart[]", "a.b"]), st.integers(0, 50)),
+    age=st.one_of(st.none(), st.integers(0, 40 * 86400)),
 )
 
 

@@ -98,6 +98,7 @@ SESSIONS = [
         expires_at=NOW - timedelta(days=1),
         key="abcdefghij1",
         user_id="7",
+        age=14 * 86400,
     ),
     DecodedSession(
         300,
@@ -106,6 +107,7 @@ SESSIONS = [
         expires_at=NOW + timedelta(days=1),
         key="zyxwvu98765",
         user_id="7",
+        age=14 * 86400,
     ),
     DecodedSession(
         50,
@@ -137,7 +139,9 @@ def full_report(**context: Any) -> Report:
 
 # Worked by hand: stored 100 + 300 + 50 + 5000 = 5450, payload 40 + 70 + 2
 # = 112, decodable stored 5400 = 4821.4% of it. Sorted sizes 50 100 300 5000:
-# nearest ranks 2, 4, 4. Expired: 100 + 50 of 5450 bytes, 2.8%.
+# nearest ranks 2, 4, 4. Expired: 100 + 50 of 5450 bytes, 2.8%. Written:
+# expiry less two weeks, 2026-11-11 and 2026-11-13; the undecodable one and
+# the one with no expiry cannot be placed. Expiring: the one a day ahead.
 FULL_TEXT = """\
 Processed 4 sessions out of 10 total sessions
 Average size was 1362.50 bytes
@@ -178,6 +182,15 @@ Largest sessions:
 Expired:
     2 sessions (50.0%), 150 bytes (2.8% of stored): past their expiry, still stored; \
 clearsessions would delete them
+
+Written:
+    By day, the last 30 days (UTC), for each day that has any:
+        2026-11-11: 1 session, 100 bytes
+        2026-11-13: 1 session, 300 bytes
+    Not placed: 2 sessions, 5050 bytes: no expiry, an expiry set as a date, or data that \
+cannot be read
+    Expiring: 1 session, 300 bytes in the next day; 1 session, 300 bytes in the next week; \
+1 session, 300 bytes in the next month
 
 Undecodable:
     1 session, 50 bytes (bad signature: 1): no request can read them, and Django reads each \

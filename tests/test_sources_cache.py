@@ -813,9 +813,7 @@ def test_redis_lists_only_names_shaped_as_the_engines_keys(
     assert (err, returncode, own_err, own_returncode) == ("", 0, "", 0)
     document = json.loads(out)
     assert document["sessions"]["total"] == document["sessions"]["processed"] == 2
-    assert {row["key_prefix"] for row in document["largest_sessions"]} == {
-        key[:6] for key in keys
-    }
+    assert {row["key_prefix"] for row in document["largest_sessions"]} == {key[:6] for key in keys}
     # An engine that makes its keys its own way has every name listed:
     # its own sessions, Django's, and the names of no shape (unreadable as
     # sessions, but named so).
