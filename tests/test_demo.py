@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import django
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import DJANGO_ADMIN
 
@@ -42,30 +44,40 @@ def readme_examples() -> list[str]:
     return readme_blocks("Example", "Speed and memory")
 
 
-def test_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
-    # As a newcomer runs it: not in the development mode tox runs the tests
-    # in, whose warnings about the demo's dependencies would be printed.
-    inherited = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"PYTHONDEVMODE", "PYTHONWARNINGS"}
-    }
-    env = {
-        **inherited,
-        "DJANGO_SETTINGS_MODULE": "demo.settings",
-        "PYTHONPATH": str(ROOT),
-        "ANALYZE_SESSIONS_DEMO_DB": str(tmp_path / "demo.sqlite3"),
-    }
+class Demo:
+    """The demo's store, made once, and how to run django-admin on it as a newcomer does."""
 
-    def django_admin(*args: str) -> str:
+    def __init__(self, directory: Path) -> None:
+        # As a newcomer runs it: not in the development mode tox runs the
+        # tests in, whose warnings about the demo's dependencies would be printed.
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in {"PYTHONDEVMODE", "PYTHONWARNINGS"}
+        }
+        self.env = {
+            **inherited,
+            "DJANGO_SETTINGS_MODULE": "demo.settings",
+            "PYTHONPATH": str(ROOT),
+            "ANALYZE_SESSIONS_DEMO_DB": str(directory / "demo.sqlite3"),
+        }
+        self.django_admin("migrate", "--verbosity=0")
+        self.django_admin("fill_demo_sessions")
+
+    def django_admin(self, *args: str) -> str:
         finished = subprocess.run(
-            [DJANGO_ADMIN, *args], env=env, capture_output=True, text=True, timeout=600
+            [DJANGO_ADMIN, *args], env=self.env, capture_output=True, text=True, timeout=600
         )
         assert (finished.stderr, finished.returncode) == ("", 0), args
         return finished.stdout
 
-    django_admin("migrate", "--verbosity=0")
-    django_admin("fill_demo_sessions")
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    return Demo(tmp_path_factory.mktemp("demo"))
+
+
+def test_readme_shows_what_the_demo_prints(demo: Demo) -> None:
     examples = readme_examples()
 
     assert len(examples) == 2
@@ -76,5 +88,71 @@ def test_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
     for example in examples:
         command = example.splitlines()[0]
         assert command.startswith("$ django-admin analyze-sessions")
-        printed = django_admin(*shlex.split(command)[2:])
+        printed = demo.django_admin(*shlex.split(command)[2:])
         assert f"{command}\n{printed}" == example
+
+
+def readme_crontab() -> tuple[dict[str, str], list[str]]:
+    """The settings and the commands of README's crontab, as cron reads them."""
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    part = readme[readme.index("\nFrom cron\n") : readme.index("\nThe report\n")]
+    block = re.search(r"\.\. code-block:: sh\n\n((?:    .*\n|\n)+)", part)
+    assert block is not None
+    settings: dict[str, str] = {}
+    commands = []
+    for line in textwrap.dedent(block.group(1)).splitlines():
+        if not line or line.startswith("#"):
+            continue
+        assignment = re.fullmatch(r"([A-Z_]+)=(.*)", line)
+        if assignment:
+            settings[assignment[1]] = assignment[2]
+        else:  # Minute, hour, day, month, weekday, user, then the command.
+            commands.append(line.split(None, 6)[6])
+    return settings, commands
+
+
+def test_the_crontab_in_readme_mails_compares_keeps_and_feeds(demo: Demo, tmp_path: Path) -> None:
+    settings, (weekly, daily) = readme_crontab()
+    kept, metrics = tmp_path / "kept", tmp_path / "textfile"
+    kept.mkdir()
+    metrics.mkdir()
+    assert settings["DJANGO_SETTINGS_MODULE"] == "mysite.settings"
+    # Cron's settings, with this machine's paths, and the demo's one database.
+    env = {
+        **demo.env,
+        **settings,
+        "DJANGO_SETTINGS_MODULE": "demo.settings",
+        "DJANGO_ADMIN": DJANGO_ADMIN,
+        "READING": settings["READING"].replace("--database=replica", "--database=default"),
+        "KEPT": str(kept),
+        "METRICS": str(metrics),
+    }
+
+    def cron(command: str) -> str:
+        finished = subprocess.run(
+            ["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert (finished.stderr, finished.returncode) == ("", 0), command
+        return finished.stdout
+
+    first = cron(weekly)  # No report of last week yet: nothing to compare with.
+    kept_first = json.loads((kept / "last.json").read_text())
+    second = cron(weekly)
+    cron(daily)
+
+    assert first.startswith("Processed 3168 sessions out of 3168 total sessions\n")
+    assert "\nSince " not in first
+    assert "\nSince " in second  # Mailed with what changed since the run before.
+    assert kept_first["sessions"]["processed"] == 3168
+    assert (
+        json.loads((kept / "last.json").read_text())["generated_at"] >= kept_first["generated_at"]
+    )
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families((metrics / "django_sessions.prom").read_text())
+    }
+    assert families["django_sessions_processed_sessions"].samples[0].value == 3168
+    assert sorted(path.name for path in kept.iterdir()) == ["last.json"]
+    assert sorted(path.name for path in metrics.iterdir()) == ["django_sessions.prom"]
+    mode = (kept / "last.json").stat().st_mode & 0o777
+    assert mode == 0o640  # The umask of the crontab.
