@@ -269,7 +269,8 @@ def test_reasons_a_site_source_gives_are_shown_only_as_plain_words() -> None:
     )
 
 
-@pytest.mark.django_db
+# Committed: the jobs' own connections read it.
+@pytest.mark.django_db(transaction=True)
 @override_settings(
     ANALYZE_SESSIONS_SOURCES={
         "django.contrib.sessions.backends.db": "analyze_sessions.sources.database.DatabaseSource"
