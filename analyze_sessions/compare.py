@@ -16,23 +16,26 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
-
-import jsonschema
 
 from analyze_sessions.patterns import key_pattern
 from analyze_sessions.shards import (
     MAX_REPORT_SIZE,
     ShardReportError,
     read_report_file,
+    strict_validator,
     where_in_report,
 )
+from analyze_sessions.shown import printable
 from analyze_sessions.stats import MAX_NAME_LENGTH, OTHER_KEYS
 
 if TYPE_CHECKING:
     from analyze_sessions.report import Report
 
+# How a report's generated_at is written (see report.generated_at()).
+GENERATED_AT = "%Y-%m-%dT%H:%M:%SZ"
 # The most lines of each list of changes: the keys that grew most, and so on.
 MAX_CHANGES = 10
 # The options that choose sessions: reports of other choices count other sessions.
@@ -40,7 +43,7 @@ _FILTERS = ("bigger_than", "ids_from", "model", "database", "sample", "limit", "
 # What a filter a report leaves out stands for.
 _UNSET = {"depth": 0}
 
-_COUNT = {"type": "integer", "minimum": 0}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 
 def _object(**properties: Any) -> dict[str, Any]:
@@ -145,6 +148,7 @@ class Comparison:
 
 def read_earlier_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> dict[str, Any]:
     """The earlier JSON report at ``path``, checked to hold what comparing reads."""
+    shown = printable(path)  # A path may hold anything: it is shown escaped.
     try:
         text = read_report_file(path, max_size, doing="compare with", report="report")
     except ShardReportError as error:
@@ -153,15 +157,23 @@ def read_earlier_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> dict[s
         document = json.loads(text)
     except (ValueError, RecursionError):
         raise CompareError(
-            f"Cannot compare with '{path}': it is not a JSON report (made with --format json "
+            f"Cannot compare with '{shown}': it is not a JSON report (made with --format json "
             f"or --save-json)."
         ) from None
     problem = next(iter(_validator().iter_errors(document)), None)
     if problem is not None:
         raise CompareError(
-            f"Cannot compare with '{path}': it is not a JSON report of schema version 1 or 2 "
+            f"Cannot compare with '{shown}': it is not a JSON report of schema version 1 or 2 "
             f"({where_in_report(problem)} is not as a report has it)."
         )
+    if "generated_at" in document:
+        try:
+            datetime.strptime(document["generated_at"], GENERATED_AT)
+        except ValueError:
+            raise CompareError(
+                f"Cannot compare with '{shown}': its generated_at is no date and "
+                f"time the calendar has."
+            ) from None
     return dict(document)
 
 
@@ -169,9 +181,10 @@ def check_comparable(
     document: dict[str, Any], path: str, *, engine: str, filters: dict[str, Any]
 ) -> None:
     """Refuse an earlier report of another engine, or of sessions chosen another way."""
+    shown = printable(path)  # A path may hold anything: it is shown escaped.
     if document["engine"] != engine:
         raise CompareError(
-            f"Cannot compare with '{path}': it is a report of another session engine than "
+            f"Cannot compare with '{shown}': it is a report of another session engine than "
             f"'{engine}'."
         )
     earlier = document["filters"]
@@ -183,7 +196,7 @@ def check_comparable(
     if differ:
         options = ", ".join(f"--{name.replace('_', '-')}" for name in differ)
         raise CompareError(
-            f"Cannot compare with '{path}': its sessions were chosen with other options "
+            f"Cannot compare with '{shown}': its sessions were chosen with other options "
             f"({options}), so the numbers would not measure the same sessions."
         )
 
@@ -279,7 +292,7 @@ def _most(lines: list[LineChange]) -> tuple[tuple[LineChange, ...], tuple[LineCh
 
 @functools.cache
 def _validator() -> Any:
-    return jsonschema.Draft202012Validator(COMPARED_SCHEMA)
+    return strict_validator(COMPARED_SCHEMA)
 
 
 def to_json(comparison: Comparison) -> dict[str, Any]:

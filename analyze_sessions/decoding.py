@@ -42,6 +42,8 @@ _SIGNED_SHAPE = re.compile(
 USER_ID_KEY = "_auth_user_id"
 # Where a session that sets its own age keeps it (SessionBase.set_expiry()).
 EXPIRY_KEY = "_session_expiry"
+# The most seconds a session's own age is taken as: more than any calendar spans.
+MAX_AGE = 2**40
 # The values the report reads: all others are measured, never parsed.
 _READ_KEYS = (USER_ID_KEY, EXPIRY_KEY)
 
@@ -195,9 +197,9 @@ class Decoder:
         """
         if not expiry:
             return self._cookie_age
-        if type(expiry) is int:
-            return expiry
-        return None
+        if type(expiry) in (int, float, bool) and abs(expiry) <= MAX_AGE:
+            return int(expiry)  # As Django takes it: seconds, True as one.
+        return None  # A date, or no number of seconds a calendar has.
 
     def entry_size(self, key: Any, value: Any) -> int:
         """The bytes that ``key`` and its value take in the payload."""

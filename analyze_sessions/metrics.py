@@ -76,33 +76,39 @@ def render_openmetrics(report: Report) -> Iterator[str]:
         report.unknown_key_bytes,
     )
     yield from _histogram(report)
-    owners = [(UNKNOWN_APPS if line.owner is None else line.owner, line) for line in report.owners]
+    owners = _series(
+        "owner",
+        [
+            (UNKNOWN_APPS if line.owner is None else line.owner, line.total_bytes, line.sessions)
+            for line in report.owners
+        ],
+    )
     yield from _family(
         "owner_bytes",
         "gauge",
         "Payload bytes of the keys each app writes.",
-        [(f'{{owner="{_label(name)}"}}', line.total_bytes) for name, line in owners],
+        [(labels, total_bytes) for labels, total_bytes, _ in owners],
     )
     yield from _family(
         "owner_sessions",
         "gauge",
         "Sessions that hold a key each app writes.",
-        [(f'{{owner="{_label(name)}"}}', line.sessions) for name, line in owners],
+        [(labels, sessions) for labels, _, sessions in owners],
     )
-    keys = _key_series(report)
+    keys = _series("key", _key_series(report))
     yield from _family(
         "key_bytes",
         "gauge",
         f"Payload bytes of each of the {MAX_KEY_SERIES} largest keys or patterns; of the rest "
         f"together under {OTHER_KEYS}.",
-        [(f'{{key="{_label(name)}"}}', total_bytes) for name, total_bytes, _ in keys],
+        [(labels, total_bytes) for labels, total_bytes, _ in keys],
     )
     yield from _family(
         "key_sessions",
         "gauge",
         f"Sessions that hold each of the {MAX_KEY_SERIES} largest keys or patterns; for the "
         f"rest, the sum of each one's.",
-        [(f'{{key="{_label(name)}"}}', sessions) for name, _, sessions in keys],
+        [(labels, sessions) for labels, _, sessions in keys],
     )
     if report.written is not None:
         yield from _written(report.written)
@@ -168,6 +174,20 @@ def _key_series(report: Report) -> list[tuple[str, int, int]]:
             )
         )
     return series
+
+
+def _series(label: str, lines: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """
+    The labels and values of ``lines`` (name, bytes, sessions), one series
+    a label: names that differ only in what escaping makes alike (a line
+    break, and a backslash and an n) are summed, as a series is one only.
+    """
+    found: dict[str, list[int]] = {}
+    for name, total_bytes, sessions in lines:
+        counted = found.setdefault(f'{{{label}="{_label(name)}"}}', [0, 0])
+        counted[0] += total_bytes
+        counted[1] += sessions
+    return [(labels, total_bytes, sessions) for labels, (total_bytes, sessions) in found.items()]
 
 
 def _histogram(report: Report) -> Iterator[str]:

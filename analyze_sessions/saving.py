@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 
@@ -19,15 +20,28 @@ def save_atomically(path: str, lines: Iterable[str], *, what: str) -> None:
     temporary file in the same directory, then renamed over ``path``, so
     that a reader of ``path`` (a monitoring agent, next week's run) sees
     the old file or the new one, never half of one. The file gets the mode
-    a new file gets under the process's umask. Whatever is at ``path`` is
-    replaced, never written through: a symbolic link there is replaced by
-    the file, not followed.
+    a new file gets under the process's umask. A file or a symbolic link at
+    ``path`` is replaced, never written through: the link is replaced by
+    the file, not followed. Anything else there (a device, a FIFO, a
+    directory) is refused.
     """
     directory = os.path.dirname(os.path.abspath(path))
     temporary = None
     try:
+        try:
+            status = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            # A device, a FIFO, a directory is never replaced: root's cron
+            # job pointed at /dev/null would replace /dev/null.
+            if not (stat.S_ISREG(status.st_mode) or stat.S_ISLNK(status.st_mode)):
+                raise SaveError(
+                    f"Cannot save the {what} to '{printable(path)}': it is there, and is not a "
+                    f"regular file, so it is not replaced."
+                )
         descriptor, temporary = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+            dir=directory, prefix=".analyze-sessions-", suffix=".tmp"
         )
         with os.fdopen(descriptor, "w", encoding="utf-8") as saved:
             os.fchmod(saved.fileno(), 0o666 & ~_umask())

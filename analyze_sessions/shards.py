@@ -17,6 +17,7 @@ from typing import Any
 
 import jsonschema
 
+from analyze_sessions.shown import printable
 from analyze_sessions.stats import Outcome, from_state, to_state
 
 # Django makes session keys of these, and they sort the same way in every
@@ -97,31 +98,32 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
     Read the JSON report of a shard at ``path``, and check it against the
     report's schema: a report file may have been made by hand, or forged.
     """
+    shown = printable(path)  # A path may hold anything: it is shown escaped.
     text = read_report_file(path, max_size, doing="merge", report="report of a shard")
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):  # Not JSON; nested past any report's depth.
         raise ShardReportError(
-            f"Cannot merge '{path}': it is not a JSON report of a shard (made with "
+            f"Cannot merge '{shown}': it is not a JSON report of a shard (made with "
             f"--shard and --format json)."
         ) from None
     version = document.get("schema_version") if isinstance(document, dict) else None
     merged = _validator().schema["properties"]["schema_version"]["const"]
     if type(version) is int and version != merged:
         raise ShardReportError(
-            f"Cannot merge '{path}': it is a report of schema version "
+            f"Cannot merge '{shown}': it is a report of schema version "
             f"{min(max(version, 0), 10**6)}, and this version merges version {merged} "
             f"only: run its shard again with this version."
         )
     problem = next(iter(_validator().iter_errors(document)), None)
     if problem is None and not (document.get("filters") or {}).get("shard"):
         raise ShardReportError(
-            f"Cannot merge '{path}': it is the report of a whole store, not of a shard "
+            f"Cannot merge '{shown}': it is the report of a whole store, not of a shard "
             f"(made with --shard)."
         )
     if problem is not None:
         raise ShardReportError(
-            f"Cannot merge '{path}': it is not a report of a shard that this version can "
+            f"Cannot merge '{shown}': it is not a report of a shard that this version can "
             f"merge ({where_in_report(problem)} is not as the report's schema says)."
         )
     state = document["state"]
@@ -138,7 +140,7 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
         )
     except (ValueError, TypeError, OverflowError):  # A date that is not one, say.
         raise ShardReportError(
-            f"Cannot merge '{path}': it is not a report of a shard that this version can "
+            f"Cannot merge '{shown}': it is not a report of a shard that this version can "
             f"merge (its state does not hold together)."
         ) from None
     return ShardReport(path, document, outcome)
@@ -211,38 +213,51 @@ def read_report_file(path: str, max_size: int, *, doing: str, report: str) -> by
     ``report``: never blocking on a FIFO, never more than a report can be,
     and never more items than parsing can hold.
     """
+    shown = printable(path)  # A path may hold anything: it is shown escaped.
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
-        raise ShardReportError(f"Cannot read report '{path}': {error.strerror}.") from error
+        raise ShardReportError(f"Cannot read report '{shown}': {error.strerror}.") from error
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ShardReportError(f"Cannot read report '{path}': it is not a regular file.")
+            raise ShardReportError(f"Cannot read report '{shown}': it is not a regular file.")
         with os.fdopen(os.dup(descriptor), "rb") as report_file:
             data = report_file.read(max_size + 1)
     except OSError as error:
-        raise ShardReportError(f"Cannot read report '{path}': {error.strerror}.") from error
+        raise ShardReportError(f"Cannot read report '{shown}': {error.strerror}.") from error
     finally:
         os.close(descriptor)
     if len(data) > max_size:
         raise ShardReportError(
-            f"Cannot {doing} '{path}': it is larger than any {report} can be "
+            f"Cannot {doing} '{shown}': it is larger than any {report} can be "
             f"({max_size // 1024**2} MiB)."
         )
     # Parsed, each item is an object: a report of "[],[],..." would take
     # gigabytes. Counted first, as no report of a real store has as many.
     if data.count(b",") + data.count(b"[") + data.count(b"{") > MAX_REPORT_ITEMS:
         raise ShardReportError(
-            f"Cannot {doing} '{path}': it holds more than any {report} can "
+            f"Cannot {doing} '{shown}': it holds more than any {report} can "
             f"({MAX_REPORT_ITEMS} items)."
         )
     return data
 
 
+def strict_validator(schema: dict[str, Any]) -> Any:
+    """
+    A validator of ``schema`` whose integers are whole numbers written as
+    such: JSON Schema takes 2.0 for one, and a forged report's 2.0 would be
+    a float wherever it is counted.
+    """
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, instance: type(instance) is int)
+    strict = jsonschema.validators.extend(base, type_checker=checker)  # type: ignore[no-untyped-call]
+    return strict(schema)
+
+
 @functools.cache
 def _validator() -> Any:
     schema = json.loads(files("analyze_sessions").joinpath("report.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+    return strict_validator(schema)
 
 
 def where_in_report(error: Any) -> str:

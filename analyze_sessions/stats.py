@@ -529,7 +529,7 @@ def from_state(state: dict[str, Any]) -> Stats:
         stats.largest.add(LargeSession(size, key, _moment(expires), user_id, largest_key))
     _check_sizes(sizes, stats.processed)
     stats.timeline = Timeline.from_state(state["timeline"], stats.timeline.now)
-    if stats.timeline.now is not None and stats.timeline.placed() != stats.processed:
+    if stats.timeline.now is not None and not stats.timeline.holds_together(stats.processed):
         raise ValueError("The timeline does not place the sessions processed.")
     return stats
 

@@ -98,6 +98,11 @@ class Timeline:
             _count(self.months.setdefault(month, [0, 0]), size)
 
     def merge(self, other: Timeline) -> None:
+        # Shards' runs start at different times, maybe on different days:
+        # the timeline of them all runs to the last of them.
+        if other.now is not None and (self.now is None or other.now > self.now):
+            self.now = other.now
+            self.__post_init__()
         for mine, theirs in ((self.days, other.days), (self.months, other.months)):
             for when, (sessions, stored) in theirs.items():
                 _count(mine.setdefault(when, [0, 0]), stored, sessions)
@@ -113,6 +118,15 @@ class Timeline:
         """How many sessions it counts, each once, placed or not."""
         pairs = [*self.days.values(), *self.months.values(), self.earlier, self.later]
         return sum(pair[0] for pair in pairs) + self.unplaced[0]
+
+    def holds_together(self, processed: int) -> bool:
+        """Whether it counts ``processed`` sessions, each once, as a run's timeline does."""
+        expiring = [pair[0] for pair in self.expiring]
+        return (
+            self.placed() == processed
+            and expiring == sorted(expiring)
+            and expiring[-1] <= processed
+        )
 
     def state(self) -> dict[str, Any]:
         return {
@@ -145,7 +159,7 @@ class Written:
     earlier: tuple[str, int, int]  # Before this month: (month, sessions, bytes).
     later: tuple[int, int]
     unplaced: tuple[int, int]
-    median_day: float | None  # Over the days since the first written day shown.
+    median_day: float | None  # Over the days shown that have any.
     stand_out: tuple[str, ...]
     expiring: tuple[tuple[str, int, int], ...]  # (within, sessions, bytes).
 
@@ -164,31 +178,46 @@ def written(timeline: Timeline) -> Written | None:
         return None
     today = int(timeline.now // DAY)
     shown = range(today - DAYS_SHOWN + 1, today + 1)
-    by_day = tuple((_day_name(day), *timeline.days.get(day, (0, 0))) for day in shown)
-    months: dict[int, list[int]] = {m: list(pair) for m, pair in timeline.months.items()}
+    this_month, first_month = _month(today) or 0, timeline._first_month
+    earlier, later = list(timeline.earlier), list(timeline.later)
+    # Each day where it falls as of this run: shown, in its month, or (in a
+    # merged or forged state) before or after.
+    months: dict[int, list[int]] = {}
     for day, (sessions, stored) in timeline.days.items():
-        if day < shown.start:
-            month = _month(day)
-            assert month is not None
+        if day in shown:
+            continue
+        month = None if day > today else _month(day)
+        if day > today:
+            _count(later, stored, sessions)
+        elif month is None:
+            _count(earlier, stored, sessions)
+        else:
             _count(months.setdefault(month, [0, 0]), stored, sessions)
-    first_month = timeline._first_month
-    by_month = tuple(
-        (_month_name(month), sessions, stored)
-        for month, (sessions, stored) in sorted(months.items())
-    )
-    written_days = [sessions for _, sessions, _ in by_day]
-    first = next((index for index, count in enumerate(written_days) if count), None)
-    median = None if first is None else float(statistics.median(written_days[first:]))
+    for month, (sessions, stored) in timeline.months.items():
+        _count(months.setdefault(month, [0, 0]), stored, sessions)
+    by_month = []
+    for month, (sessions, stored) in sorted(months.items()):
+        if month < first_month:
+            _count(earlier, stored, sessions)
+        elif month > this_month:
+            _count(later, stored, sessions)
+        else:
+            by_month.append((_month_name(month), sessions, stored))
+    by_day = tuple((_day_name(day), *timeline.days.get(day, (0, 0))) for day in shown)
+    # The median of the days that have any: in a store of sparse days, the
+    # median of them all is none, and every day or none would stand out.
+    written_days = [sessions for _, sessions, _ in by_day if sessions]
+    median = float(statistics.median(written_days)) if written_days else None
     stand_out = tuple(
         name
         for name, sessions, _ in by_day
-        if median is not None and median > 0 and sessions > STANDS_OUT * median
+        if median is not None and sessions > STANDS_OUT * median
     )
     return Written(
         by_day=by_day,
-        by_month=by_month,
-        earlier=(_month_name(first_month), timeline.earlier[0], timeline.earlier[1]),
-        later=(timeline.later[0], timeline.later[1]),
+        by_month=tuple(by_month),
+        earlier=(_month_name(first_month), earlier[0], earlier[1]),
+        later=(later[0], later[1]),
         unplaced=(timeline.unplaced[0], timeline.unplaced[1]),
         median_day=median,
         stand_out=stand_out,

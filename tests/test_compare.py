@@ -232,6 +232,23 @@ def test_names_in_a_forged_report_are_shown_escaped(tmp_path: Path) -> None:
             "a report has it).",
         ),
         (
+            lambda d: d["sessions"].update(processed=2.0),
+            [],
+            "it is not a JSON report of schema version 1 or 2 (sessions.processed is not as a "
+            "report has it).",
+        ),
+        (
+            lambda d: d["stored_bytes"].update(total=10**400),
+            [],
+            "it is not a JSON report of schema version 1 or 2 (stored_bytes.total is not as a "
+            "report has it).",
+        ),
+        (
+            lambda d: d.update(generated_at="2026-02-30T25:61:61Z"),
+            [],
+            "its generated_at is no date and time the calendar has.",
+        ),
+        (
             lambda d: d.update(schema_version=3),
             [],
             "it is not a JSON report of schema version 1 or 2 (schema_version is not as a "

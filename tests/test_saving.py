@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -11,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.sessions.backends.db import SessionStore
 from django.test import override_settings
 
-from tests.helpers import ADMINS, mail_to_files, run_command, session_via_view
+from tests.helpers import (
+    ADMINS,
+    DJANGO_ADMIN,
+    django_admin_env,
+    mail_to_files,
+    run_command,
+    session_via_view,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +56,8 @@ def test_the_text_goes_out_and_the_json_report_is_saved(tmp_path: Path, umask: N
     assert out == run_command()[0]
     saved = json.loads(path.read_text())
     assert without_date(saved) == without_date(json.loads(json_out))
-    assert before <= datetime.fromisoformat(saved["generated_at"]) <= after
+    # Python 3.10 reads no Z.
+    assert before <= datetime.fromisoformat(saved["generated_at"].replace("Z", "+00:00")) <= after
     assert saved["generated_at"].endswith("Z")
     assert path.stat().st_mode & 0o777 == 0o640  # As the umask of 027 makes new files.
     assert sorted(tmp_path.iterdir()) == [path]  # No temporary file left behind.
@@ -81,12 +91,17 @@ def test_a_symbolic_link_is_replaced_never_written_through(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("where", "reason"),
-    [("missing/report.json", "No such file or directory"), ("a-directory", "Is a directory")],
+    [
+        ("missing/report.json", "No such file or directory"),
+        ("a-directory", "it is there, and is not a regular file, so it is not replaced"),
+        ("a-fifo", "it is there, and is not a regular file, so it is not replaced"),
+    ],
 )
 def test_a_report_that_cannot_be_saved_is_one_sentence_after_the_report(
     tmp_path: Path, where: str, reason: str
 ) -> None:
     (tmp_path / "a-directory").mkdir()
+    os.mkfifo(tmp_path / "a-fifo")  # Never replaced: nor a device, as /dev/null.
     path = tmp_path / where
     listed = sorted(tmp_path.iterdir())
 
@@ -146,3 +161,75 @@ def test_shards_saved_as_json_can_be_merged(tmp_path: Path) -> None:
 
     assert (err, returncode) == ("", 0)
     assert merged.splitlines()[0] == "Processed 6 sessions out of 6 total sessions"
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (
+            ["--save-json=-"],
+            "--save-json saves to a file: give its path (--format prints to standard output).",
+        ),
+        (
+            ["--save-metrics="],
+            "--save-metrics saves to a file: give its path (--format prints to standard output).",
+        ),
+        (
+            ["--save-json=same", "--save-metrics=./same"],
+            "--save-json and --save-metrics cannot save to the same file.",
+        ),
+    ],
+)
+def test_paths_that_cannot_be_saved_to_are_refused_before_the_scan(
+    args: list[str], refusal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert run_command(*args) == ("", f"CommandError: {refusal}\n", 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+@override_settings(
+    SESSION_ENGINE="tests.engines.jsonlines",
+    ANALYZE_SESSIONS_SOURCES={
+        "tests.engines.jsonlines": "tests.engines.broken_sources.FailsMidway"
+    },
+)
+def test_a_run_that_fails_midway_leaves_last_weeks_files(tmp_path: Path) -> None:
+    kept, metrics = tmp_path / "last.json", tmp_path / "sessions.prom"
+    kept.write_text("last week's\n")
+    metrics.write_text("last week's\n")
+
+    out, err, returncode = run_command(f"--save-json={kept}", f"--save-metrics={metrics}")
+
+    assert out.startswith("Processed 1 sessions out of ")
+    assert err.endswith(
+        "The report covers the sessions read before. The files it would save were left as "
+        "they were.\n"
+    )
+    assert returncode == 1
+    assert kept.read_text() == metrics.read_text() == "last week's\n"
+
+
+@pytest.mark.django_db(transaction=True)  # Committed: the process reads it.
+def test_the_files_are_saved_when_the_reader_goes_away(tmp_path: Path) -> None:
+    # Keys enough that the JSON report fills the pipe, which the reader closes.
+    store = SessionStore()
+    store.update({a + b + c: 1 for a in "abcdefghij" for b in "abcdefghij" for c in "abcdefghij"})
+    store.save()
+    path = tmp_path / "report.json"
+    process = subprocess.Popen(
+        [DJANGO_ADMIN, "analyze_sessions", "--format=json", f"--save-json={path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=django_admin_env(),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()  # | head -1
+    process.stdout.close()
+    process.wait(timeout=120)
+    with process.stderr:
+        err = process.stderr.read()
+
+    assert (err, process.returncode) == (b"", 141)  # As a Unix tool whose reader went away.
+    assert json.loads(path.read_text())["sessions"]["processed"] == 7

@@ -8,6 +8,7 @@ from datetime import timezone as dt_timezone
 from typing import Any
 
 import pytest
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.db.models import F
 from django.utils import timezone as django_timezone
@@ -132,3 +133,38 @@ def stored(day: str, document: dict[str, Any]) -> int:
     return int(
         next(row["stored_bytes"] for row in document["written"]["by_day"] if row["date"] == day)
     )
+
+
+def test_shards_that_start_on_different_days_show_every_day() -> None:
+    # One shard's run starts before midnight, the other's after.
+    first, second = Stats(now=NOW.replace(hour=23, minute=59)), Stats(now=NOW + timedelta(hours=13))
+    first.add(at(NOW - DAY, 5))
+    second.add(at(NOW + timedelta(hours=12, minutes=30), 7))  # The second day, 00:30.
+    merged = from_state(json.loads(json.dumps(to_state(first))))
+    merged.merge(from_state(json.loads(json.dumps(to_state(second)))))
+    found = written(merged.timeline)
+
+    assert found is not None
+    assert {day: count for day, count, _ in found.by_day if count} == {
+        "2026-11-25": 1,
+        "2026-11-27": 1,
+    }
+    assert found.by_day[-1][0] == "2026-11-27"
+
+
+@pytest.mark.django_db
+def test_an_age_no_calendar_spans_is_not_placed() -> None:
+    # Django refuses to save these; a forged row holds them all the same.
+    for index, expiry in enumerate((10**400, -(10**30))):
+        data = SessionStore().encode({"_session_expiry": expiry, "a": 1})
+        expires = django_timezone.now()
+        Session.objects.create(session_key=f"{index:032d}", session_data=data, expire_date=expires)
+    data = SessionStore().encode({"_session_expiry": True, "a": 1})  # One second, to Django.
+    Session.objects.create(
+        session_key="t" * 32, session_data=data, expire_date=django_timezone.now() + DAY
+    )
+
+    document = json.loads(run_command("--format=json")[0])
+
+    assert document["written"]["not_placed"]["sessions"] == 2
+    assert document["written"]["after_run_started"]["sessions"] == 1

@@ -257,6 +257,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        _check_saving(options)
         if options["mail_admins"] and not settings.ADMINS:
             raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
         if options["merge"]:
@@ -484,6 +485,7 @@ class Command(BaseCommand):
         shard_state = None
         if state:
             shard_state = shard_state_of(outcome, show_keys=options["show_keys"])
+        reader_gone = False
         if options["mail_admins"]:
             self._mail(report, human=options["human"], show_keys=options["show_keys"])
         else:
@@ -491,9 +493,13 @@ class Command(BaseCommand):
                 for line in self._render(report, options, shard_state):
                     self.stdout.write(line)
                 self.stdout.flush()
-            except BrokenPipeError:
-                _reader_gone()
-        # After the report is out: a file that cannot be written loses nothing else.
+            except BrokenPipeError:  # The files are saved all the same.
+                reader_gone = True
+        # After the report is out: a file that cannot be written loses nothing
+        # else. The report of an interrupted run does not replace last week's.
+        saving = [option for option in ("save_json", "save_metrics") if options.get(option)]
+        if outcome.partial:
+            saving = []
         saved: list[tuple[str, str, Callable[[], Iterator[str]]]] = [
             (
                 "save_json",
@@ -503,16 +509,23 @@ class Command(BaseCommand):
             ("save_metrics", "metrics", partial(render_openmetrics, report)),
         ]
         for option, what, lines in saved:
-            if options.get(option):
+            if option in saving:
                 try:
                     save_atomically(options[option], lines(), what=what)
                 except SaveError as error:
                     raise CommandError(str(error)) from error
+        if reader_gone:
+            _reader_gone()
+        kept = ""
+        if outcome.partial and (options.get("save_json") or options.get("save_metrics")):
+            kept = " The files it would save were left as they were."
         if outcome.failure is not None:
-            raise CommandError(f"{outcome.failure} The report covers the sessions read before.")
+            raise CommandError(
+                f"{outcome.failure} The report covers the sessions read before.{kept}"
+            )
         if outcome.partial:
             raise CommandError(
-                "Interrupted: the report covers the sessions read before.", returncode=130
+                f"Interrupted: the report covers the sessions read before.{kept}", returncode=130
             )
 
     def _render(
@@ -573,6 +586,23 @@ def _reader_gone() -> None:
     except (OSError, ValueError):  # Standard output is no file: nothing is left to flush.
         pass
     raise SystemExit(BROKEN_PIPE)
+
+
+def _check_saving(options: dict[str, Any]) -> None:
+    """Refuse, before any scan, files that --save-json and --save-metrics cannot be."""
+    paths = {}
+    for option in ("save_json", "save_metrics"):
+        path = options.get(option)
+        if path is None:
+            continue
+        flag = f"--{option.replace('_', '-')}"
+        if path in ("", "-"):
+            raise CommandError(
+                f"{flag} saves to a file: give its path (--format prints to standard output)."
+            )
+        paths[flag] = os.path.abspath(path)
+    if len(paths) == 2 and len(set(paths.values())) == 1:
+        raise CommandError("--save-json and --save-metrics cannot save to the same file.")
 
 
 def _check_engine(engine: str, store_class: type[Any]) -> None:
