@@ -63,6 +63,15 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+def without_time(text: str) -> list[str]:
+    """The lines of OpenMetrics ``text`` but the run's start."""
+    return [
+        line
+        for line in text.splitlines()
+        if not line.startswith("django_sessions_report_timestamp_seconds ")
+    ]
+
+
 def value(found: dict[Any, float], name: str, **labels: str) -> float:
     return found[(f"django_sessions_{name}", tuple(sorted(labels.items())))]
 
@@ -70,8 +79,11 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float:
 def test_every_value_is_the_json_reports(tmp_path: Path) -> None:
     make_store()
 
-    out, err, returncode = run_command("--format=openmetrics")
-    document = json.loads(run_command("--format=json")[0])
+    # One run: its JSON report, and its metrics beside it.
+    path = tmp_path / "sessions.prom"
+    printed, err, returncode = run_command("--format=json", f"--save-metrics={path}")
+    document = json.loads(printed)
+    out = path.read_text()
 
     assert (err, returncode) == ("", 0)
     assert out.endswith("# EOF\n")
@@ -151,16 +163,20 @@ def test_saved_metrics_are_what_node_exporter_reads(tmp_path: Path) -> None:
     path = tmp_path / "sessions.prom"
 
     out, err, returncode = run_command(f"--save-metrics={path}", f"--save-json={tmp_path / 'j'}")
+    printed, _, _ = run_command("--format=openmetrics", f"--save-metrics={tmp_path / 'again'}")
 
     assert (err, returncode) == ("", 0)
     assert out.startswith("Processed ")  # The text still goes out.
     saved = path.read_text()
-    assert saved == run_command("--format=openmetrics")[0]
+    # What is printed is what is saved, in one run; and the same store's
+    # metrics in another run, but for when that run started.
+    assert printed == (tmp_path / "again").read_text()
+    assert without_time(saved) == without_time(printed)
     # node_exporter's textfile collector reads the Prometheus text format: so does this.
     families = {family.name: family for family in text_format_families(saved)}
     assert families["django_sessions_stored_size_bytes"].type == "histogram"
     assert families["django_sessions_processed_sessions"].samples[0].value == len(WORDS) + 4
-    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["j", "sessions.prom"]
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["again", "j", "sessions.prom"]
 
 
 def test_metrics_that_cannot_be_saved_are_one_sentence(tmp_path: Path) -> None:
