@@ -54,11 +54,20 @@ def engine(monkeypatch: pytest.MonkeyPatch, redis_location: str) -> Iterator[Non
     for name in dir(engine_settings):
         if name.startswith("SESSION_REDIS_"):
             monkeypatch.setattr(engine_settings, name, getattr(engine_settings, name))
-    # The engine keeps one connection per kind for the life of the process.
-    monkeypatch.setattr(RedisServer, "_RedisServer__redis", {})
+    # The engine keeps one connection per kind for the life of the process:
+    # a test's own, closed after it, so that no socket is left to the next.
+    connections: dict[str, Any] = {}
+    monkeypatch.setattr(RedisServer, "_RedisServer__redis", connections)
     use(HOST=host, PORT=int(port), DB=0, PREFIX=PREFIX, URL=None, PASSWORD=None)
-    with override_settings(SESSION_ENGINE=ENGINE):
-        yield
+    try:
+        with override_settings(SESSION_ENGINE=ENGINE):
+            yield
+    finally:
+        for client in connections.values():
+            pool = client.connection_pool
+            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", []):
+                sentinel.close()
+            pool.disconnect()
 
 
 def make_session(ttl: int | None = None, **values: Any) -> str:
