@@ -138,9 +138,6 @@ class RedisKeySource(ListingSource):
         """What a value read is to the decoder (see RawSession.data)."""
         raise NotImplementedError
 
-    def _passes(self, stored_size: int) -> bool:
-        return self.bigger_than is None or stored_size > self.bigger_than
-
     def _pause(self) -> None:
         if self._batches and self.sleep_time:
             time.sleep(self.sleep_time)
