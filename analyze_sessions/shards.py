@@ -26,6 +26,9 @@ ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _DIGITS = 3
 _SPACE = len(ALPHABET) ** _DIGITS
 
+# The most shards a store is cut into: --shard's N, and --tasks'.
+MAX_SHARDS = 1000
+
 KeyRange = tuple[str | None, str | None]  # From the first, up to the second; None is open.
 EVERY_KEY: KeyRange = (None, None)
 
@@ -47,10 +50,10 @@ def in_range(key: str, keys: KeyRange) -> bool:
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/3"``, the second of three shards, as (1, 3): the index from 0, and the count."""
     match = re.fullmatch(r"([0-9]+)/([0-9]+)", text.strip())
-    if match is None or not 1 <= int(match[1]) <= int(match[2]) <= 1000:
+    if match is None or not 1 <= int(match[1]) <= int(match[2]) <= MAX_SHARDS:
         raise InvalidShard(
             f"Invalid shard '{text}': give K/N, the K-th of N shards, with 1 <= K <= N "
-            f"<= 1000, for example 1/3."
+            f"<= {MAX_SHARDS}, for example 1/3."
         )
     return int(match[1]) - 1, int(match[2])
 
@@ -87,6 +90,7 @@ class ShardReport:
     path: str
     document: dict[str, Any]
     outcome: Outcome
+    named: str  # Where it came from, as an error's sentence says it.
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -98,35 +102,42 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
     Read the JSON report of a shard at ``path``, and check it against the
     report's schema: a report file may have been made by hand, or forged.
     """
-    shown = printable(path)  # A path may hold anything: it is shown escaped.
     text = read_report_file(path, max_size, doing="merge", report="report of a shard")
+    return shard_report(text, path, named=f"'{printable(path)}'")
+
+
+def shard_report(text: bytes | str, path: str, *, named: str) -> ShardReport:
+    """
+    The JSON report of a shard in ``text``, checked against the report's
+    schema; ``named`` says where it came from, in the sentence of an error.
+    """
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):  # Not JSON; nested past any report's depth.
         raise ShardReportError(
-            f"Cannot merge '{shown}': it is not a JSON report of a shard (made with "
+            f"Cannot merge {named}: it is not a JSON report of a shard (made with "
             f"--shard and --format json)."
         ) from None
     version = document.get("schema_version") if isinstance(document, dict) else None
     merged = _validator().schema["properties"]["schema_version"]["const"]
     if type(version) is int and version != merged:
         raise ShardReportError(
-            f"Cannot merge '{shown}': it is a report of schema version "
+            f"Cannot merge {named}: it is a report of schema version "
             f"{min(max(version, 0), 10**6)}, and this version merges version {merged} "
             f"only: run its shard again with this version."
         )
     problem = next(iter(_validator().iter_errors(document)), None)
     if problem is None and not (document.get("filters") or {}).get("shard"):
         raise ShardReportError(
-            f"Cannot merge '{shown}': it is the report of a whole store, not of a shard "
+            f"Cannot merge {named}: it is the report of a whole store, not of a shard "
             f"(made with --shard)."
         )
     if problem is not None:
         raise ShardReportError(
-            f"Cannot merge '{shown}': it is not a report of a shard that this version can "
+            f"Cannot merge {named}: it is not a report of a shard that this version can "
             f"merge ({where_in_report(problem)} is not as the report's schema says)."
         )
-    state = document["state"]
+    state = document.pop("state")  # Only the outcome is kept of it: it can be large.
     try:
         outcome = Outcome(
             from_state(state),
@@ -140,10 +151,10 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
         )
     except (ValueError, TypeError, OverflowError):  # A date that is not one, say.
         raise ShardReportError(
-            f"Cannot merge '{shown}': it is not a report of a shard that this version can "
+            f"Cannot merge {named}: it is not a report of a shard that this version can "
             f"merge (its state does not hold together)."
         ) from None
-    return ShardReport(path, document, outcome)
+    return ShardReport(path, document, outcome, named)
 
 
 def merge_shard_reports(reports: list[ShardReport], *, show_keys: bool = False) -> Outcome:
@@ -152,33 +163,37 @@ def merge_shard_reports(reports: list[ShardReport], *, show_keys: bool = False) 
     made of one store, with the same filters, and keys shown by name
     (--show-keys) in all of them or none, as this merge shows them.
     """
-    for report in reports:
-        if report.outcome.stats.show_keys != show_keys:
-            made, asked = ("with", "without") if not show_keys else ("without", "with")
-            raise ShardReportError(
-                f"Cannot merge '{report.path}': it was made {made} --show-keys, and this "
-                f"merge is {asked} it; merge it as it was made, or run its shard again."
-            )
     first = reports[0]
-    for report in reports[1:]:
-        differing = [name for name in _SHARED if report.document[name] != first.document[name]]
-        filters = {**first.document["filters"], **report.document["filters"]}
-        differing += sorted(
-            name
-            for name in filters
-            if name != "shard"
-            and report.document["filters"].get(name) != first.document["filters"].get(name)
-        )
-        if differing:
-            raise ShardReportError(
-                f"Cannot merge '{report.path}' with '{first.path}': they differ in "
-                f"{', '.join(differing)}, so they are not shards of one run."
-            )
+    for report in reports:
+        check_alike(report, first, show_keys=show_keys)
     _check_split([report.shard for report in reports])
     merged = first.outcome
     for report in reports[1:]:
         merged.merge(report.outcome)
     return merged
+
+
+def check_alike(report: ShardReport, first: ShardReport, *, show_keys: bool) -> None:
+    """Refuse ``report`` unless it is of the same run as ``first``, keys shown as asked."""
+    if report.outcome.stats.show_keys != show_keys:
+        made, asked = ("with", "without") if not show_keys else ("without", "with")
+        raise ShardReportError(
+            f"Cannot merge {report.named}: it was made {made} --show-keys, and this "
+            f"merge is {asked} it; merge it as it was made, or run its shard again."
+        )
+    differing = [name for name in _SHARED if report.document[name] != first.document[name]]
+    filters = {**first.document["filters"], **report.document["filters"]}
+    differing += sorted(
+        name
+        for name in filters
+        if name != "shard"
+        and report.document["filters"].get(name) != first.document["filters"].get(name)
+    )
+    if differing:
+        raise ShardReportError(
+            f"Cannot merge {report.named} with {first.named}: they differ in "
+            f"{', '.join(differing)}, so they are not shards of one run."
+        )
 
 
 def shard_state(outcome: Outcome, *, show_keys: bool) -> dict[str, Any]:
@@ -227,16 +242,24 @@ def read_report_file(path: str, max_size: int, *, doing: str, report: str) -> by
         raise ShardReportError(f"Cannot read report '{shown}': {error.strerror}.") from error
     finally:
         os.close(descriptor)
+    return bounded_report(data, max_size, named=f"'{shown}'", doing=doing, report=report)
+
+
+def bounded_report(data: bytes, max_size: int, *, named: str, doing: str, report: str) -> bytes:
+    """
+    ``data``, if it is no larger than ``max_size``, and holds no more items
+    than parsing can hold; ``named`` says where it came from.
+    """
     if len(data) > max_size:
         raise ShardReportError(
-            f"Cannot {doing} '{shown}': it is larger than any {report} can be "
+            f"Cannot {doing} {named}: it is larger than any {report} can be "
             f"({max_size // 1024**2} MiB)."
         )
     # Parsed, each item is an object: a report of "[],[],..." would take
     # gigabytes. Counted first, as no report of a real store has as many.
     if data.count(b",") + data.count(b"[") + data.count(b"{") > MAX_REPORT_ITEMS:
         raise ShardReportError(
-            f"Cannot {doing} '{shown}': it holds more than any {report} can "
+            f"Cannot {doing} {named}: it holds more than any {report} can "
             f"({MAX_REPORT_ITEMS} items)."
         )
     return data
