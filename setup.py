@@ -33,6 +33,7 @@ setup(
             "django-formtools>=2.7",
             "django-redis>=5.4",
             "django-redis-sessions>=0.6.2",
+            "django-tasks-db>=0.13",
             "hypothesis>=6.100",
             "mirakuru>=2.5",
             "prometheus-client>=0.20",

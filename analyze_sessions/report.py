@@ -126,6 +126,7 @@ class Report:
     memcached: bool = False
     cached: bool = False  # Kept in a cache only: no clearsessions for them.
     partial: bool = False
+    unfinished: str = ""  # With --tasks: the shards that did not finish ("shards 2/4, 3/4").
     unreadable: tuple[tuple[str, int], ...] = ()
     sessions_gone: int = 0
     unreadable_expiry: int = 0
@@ -572,7 +573,12 @@ def _scope(report: Report) -> Iterator[str]:
     chosen = list(_chosen_by(report.filters))
     if chosen:
         yield f"Only the sessions chosen by {', '.join(chosen)}"
-    if report.partial:
+    if report.unfinished:
+        yield (
+            f"Partial: {report.unfinished} did not finish; {report.processed} sessions from "
+            f"the others"
+        )
+    elif report.partial:
         yield f"Partial: interrupted after {report.processed} sessions"
 
 

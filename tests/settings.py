@@ -8,6 +8,7 @@ that tests can make their sessions through those apps' own views.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import tempfile
 import warnings
@@ -21,7 +22,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "defusedxml.cElementTree is deprecated", DeprecationWarning)
     importlib.import_module("defusedxml.cElementTree")
 
-SECRET_KEY = "analyze-sessions-tests"
+# A worker started by a test may be given another key than the test's.
+SECRET_KEY = os.environ.get("ANALYZE_SESSIONS_SECRET_KEY", "analyze-sessions-tests")
 # Sessions signed with this key still decode; see test_decoding.py.
 SECRET_KEY_FALLBACKS = ["analyze-sessions-tests-retired"]
 
@@ -37,6 +39,7 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "social_django",
     "formtools",
+    "django_tasks_db",
     "analyze_sessions",
     "tests",
 ]
@@ -68,7 +71,8 @@ ACCOUNT_RATE_LIMITS = False
 
 ROOT_URLCONF = "tests.urls"
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# A worker started by a test may be given another engine than the test's.
+SESSION_ENGINE = os.environ.get("ANALYZE_SESSIONS_ENGINE", "django.contrib.sessions.backends.db")
 # The suite logs users in through the login view; hashing need not be slow.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 USE_TZ = True
@@ -132,6 +136,33 @@ else:
         for _database in DATABASES.values():
             _database["OPTIONS"] = {"charset": "utf8mb4"}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+# The site's task queue, for --tasks: django-tasks-db's queue in the test
+# database, whose workers the tests start; a backend that cannot give
+# results back, to be refused; and Celery's where it installs (Django 6.0
+# and later), on a Redis the tests start (they set where).
+TASKS: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+    "immediate": {
+        "BACKEND": (
+            "django.tasks.backends.immediate.ImmediateBackend"
+            if importlib.util.find_spec("django.tasks")
+            else "django_tasks.backends.immediate.ImmediateBackend"
+        )
+    },
+}
+if importlib.util.find_spec("django_tasks_celery") and importlib.util.find_spec("celery"):
+    TASKS["celery"] = {
+        "BACKEND": "django_tasks_celery.CeleryBackend",
+        "OPTIONS": {"CELERY_APP": "tests.celery_app.app"},
+    }
+CELERY_BROKER_URL = os.environ.get("ANALYZE_SESSIONS_CELERY_REDIS", "memory://")
+CELERY_RESULT_BACKEND = os.environ.get("ANALYZE_SESSIONS_CELERY_REDIS", "cache+memory://")
+CELERY_RESULT_EXTENDED = True
+# A Redis that is down is told at once, rather than after half a minute of retries.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = 1
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"max_retries": 1, "interval_max": 0.1}}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_max": 0.1}
 
 # Where the tests' own engine (tests/engines/jsonlines.py) keeps sessions: set by its tests.
 JSONLINES_SESSIONS_FILE: str | None = None

@@ -26,10 +26,18 @@ from analyze_sessions.compare import CompareError, check_comparable, compare, re
 from analyze_sessions.metrics import render_openmetrics
 from analyze_sessions.owners import installed_owners
 from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
+from analyze_sessions.queued import (
+    SHARD_OPTIONS,
+    TaskQueueError,
+    run_shards,
+    shard_list,
+    task_backend,
+)
 from analyze_sessions.report import Report, render_csv, render_json, render_text
 from analyze_sessions.saving import SaveError, save_atomically
 from analyze_sessions.shards import (
     EVERY_KEY,
+    MAX_SHARDS,
     InvalidShard,
     ShardReportError,
     key_range,
@@ -77,6 +85,7 @@ READING_OPTIONS = {
     "depth": "0",
     "jobs": "1",
     "shard": None,
+    "tasks": None,
     "max_session_size": None,
     "batch_size": "1000",
     "sleep_time": "0",
@@ -84,6 +93,9 @@ READING_OPTIONS = {
 }
 MAX_DEPTH = 10
 MAX_JOBS = 64
+DEFAULT_TASK_BACKEND = "default"
+DEFAULT_TASK_TIMEOUT = 3600
+MAX_TASK_TIMEOUT = 7 * 24 * 3600
 # What a database's LENGTH() can be compared with everywhere: PostgreSQL's
 # is a 32-bit integer, and no session engine keeps 2 GiB in one session.
 MAX_BIGGER_THAN = 2**31 - 1
@@ -227,6 +239,29 @@ class Command(BaseCommand):
             help="Merge the JSON reports of shards into the report of them all.",
         )
         parser.add_argument(
+            "--tasks",
+            metavar="N",
+            help=(
+                "Read the sessions in N shards, each a task on the workers of the site's "
+                "task queue (django.tasks), and merge their reports."
+            ),
+        )
+        parser.add_argument(
+            "--task-backend",
+            default=DEFAULT_TASK_BACKEND,
+            metavar="ALIAS",
+            help='With --tasks, the backend of the TASKS setting to use. Defaults to "default".',
+        )
+        parser.add_argument(
+            "--task-timeout",
+            default=str(DEFAULT_TASK_TIMEOUT),
+            metavar="SECONDS",
+            help=(
+                "With --tasks, how long to wait for the shards before reporting those that "
+                f"finished. Defaults to {DEFAULT_TASK_TIMEOUT} (an hour)."
+            ),
+        )
+        parser.add_argument(
             "--max-session-size",
             metavar="SIZE",
             help=(
@@ -257,7 +292,20 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            self._handle(options)
+        except KeyboardInterrupt:  # Where no partial report could be made: while starting.
+            raise CommandError("Interrupted.", returncode=130) from None
+
+    def _handle(self, options: dict[str, Any]) -> None:
         _check_saving(options)
+        if options.get("tasks") is None:
+            for name, default in (
+                ("task_backend", DEFAULT_TASK_BACKEND),
+                ("task_timeout", str(DEFAULT_TASK_TIMEOUT)),
+            ):
+                if options.get(name) is not None and str(options[name]) != default:
+                    raise CommandError(f"--{name.replace('_', '-')} applies with --tasks only.")
         if options["mail_admins"] and not settings.ADMINS:
             raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
         if options["merge"]:
@@ -288,6 +336,9 @@ class Command(BaseCommand):
                 memcached=document["limits"]["over_memcached_limit"] is not None,
             )
             self._write(self._compared(report, earlier), options, outcome)
+            return
+        if options.get("tasks") is not None:
+            self._read_in_tasks(options)
             return
         plan, filters = self._plan(options)
         jobs = whole_number("--jobs", options["jobs"], highest=MAX_JOBS)
@@ -352,6 +403,91 @@ class Command(BaseCommand):
         )
         report = self._compared(report, earlier)
         self._write(report, options, outcome, state=options["shard"] is not None)
+
+    def _read_in_tasks(self, options: dict[str, Any]) -> None:
+        """--tasks N: the shards read on the site's task queue, waited for, and merged."""
+        count = whole_number("--tasks", options["tasks"], highest=MAX_SHARDS)
+        timeout = seconds("--task-timeout", options["task_timeout"], highest=MAX_TASK_TIMEOUT)
+        if not timeout:
+            raise CommandError("--task-timeout must be more than 0 seconds.")
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name, default in (("shard", None), ("jobs", "1"), ("ids_from", None))
+            + (("limit", None),)
+            if options.get(name) is not None and str(options[name]) != default
+        ]
+        if given:
+            raise CommandError(
+                f"--tasks cannot go with {', '.join(given)}: each task reads one whole shard, in "
+                f"one process, on a worker that cannot read this machine's files."
+            )
+        if options["show_keys"]:
+            raise CommandError(
+                "--tasks cannot go with --show-keys: the shards' reports would keep whole "
+                "session keys in the task queue, for whoever reads it; use --shard and --merge."
+            )
+        plan, filters = self._plan(options)
+        earlier = self._earlier(options, engine=plan.engine, filters={**filters, "shard": None})
+        try:
+            # Here first, so that the workers are sent nothing this store refuses.
+            open_plan(plan).close()
+            _check_engine(plan.engine, plan.store_class)
+            shard_task = task_backend(options["task_backend"])
+        except (UnsupportedEngine, TaskQueueError) as error:
+            raise CommandError(str(error)) from error
+        progress = None
+        if options["verbosity"] >= 1 and self.stderr.isatty():
+            stream: Any = self.stderr._out
+            progress = tqdm(file=stream, total=count, unit=" shards", desc="Shards", leave=False)
+        try:
+            collected = run_shards(
+                shard_task,
+                count,
+                {
+                    name: None if value is None else str(value)
+                    for name, value in options.items()
+                    if name in SHARD_OPTIONS
+                },
+                engine=plan.engine,
+                filters={**filters, "shard": None},
+                top=plan.top,
+                timeout=timeout,
+                progress=None if progress is None else progress.update,
+            )
+        except TaskQueueError as error:
+            raise CommandError(str(error)) from error
+        finally:
+            if progress is not None:
+                progress.close()
+        problems = collected.sentence()
+        if collected.outcome is None or collected.first is None:
+            if collected.interrupted and not problems:
+                raise CommandError(
+                    f"Interrupted before any shard finished: {collected.interruption()}.",
+                    returncode=130,
+                )
+            raise CommandError(f"{problems} No shard finished, so there is no report.")
+        outcome = collected.outcome
+        unfinished = collected.unfinished
+        outcome.partial = outcome.partial or bool(unfinished)
+        if problems:
+            outcome.failure = problems
+        report = Report.from_stats(
+            outcome.stats,
+            **_counts(outcome),
+            engine=plan.engine,
+            filters={**filters, "shard": None},
+            depth=plan.depth,
+            disk=collected.first.document.get("disk"),
+            memcached=_keeps_sessions_in_memcached(plan.store_class),
+            cached=issubclass(plan.store_class, cache_engine.SessionStore),
+            max_session_size=plan.max_size,
+            unfinished=shard_list(unfinished, count) if unfinished else "",
+        )
+        covers = "the shards that finished"
+        if collected.interrupted:
+            covers += f"; {collected.interruption()}"
+        self._write(self._compared(report, earlier), options, outcome, covers=covers)
 
     def _plan(self, options: dict[str, Any]) -> tuple[Plan, dict[str, Any]]:
         """The plan the options make, once they are checked."""
@@ -480,7 +616,12 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
     def _write(
-        self, report: Report, options: dict[str, Any], outcome: Outcome, state: bool = False
+        self,
+        report: Report,
+        options: dict[str, Any],
+        outcome: Outcome,
+        state: bool = False,
+        covers: str = "the sessions read before",
     ) -> None:
         shard_state = None
         if state:
@@ -520,13 +661,9 @@ class Command(BaseCommand):
         if outcome.partial and (options.get("save_json") or options.get("save_metrics")):
             kept = " The files it would save were left as they were."
         if outcome.failure is not None:
-            raise CommandError(
-                f"{outcome.failure} The report covers the sessions read before.{kept}"
-            )
+            raise CommandError(f"{outcome.failure} The report covers {covers}.{kept}")
         if outcome.partial:
-            raise CommandError(
-                f"Interrupted: the report covers the sessions read before.{kept}", returncode=130
-            )
+            raise CommandError(f"Interrupted: the report covers {covers}.{kept}", returncode=130)
 
     def _render(
         self, report: Report, options: dict[str, Any], state: dict[str, Any] | None = None
