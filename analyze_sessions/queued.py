@@ -7,7 +7,9 @@ enqueued as ``analyze_sessions.tasks.analyze_shard``, waited for, checked as
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import secrets
 import signal
 import threading
@@ -67,13 +69,23 @@ MOST_NAMED = 10
 LONGEST_QUOTED = 300
 
 
-def report_signer(run: str, k: int, n: int) -> Signer:
+def report_signer(k: int, n: int, options: dict[str, Any]) -> Signer:
     """
-    What signs shard ``k`` of ``n``'s report for the run ``run``, with the
-    site's secret key: a result that anyone who can write to the queue
-    could have written, or that a run before left, is not one of this run's.
+    What signs shard ``k`` of ``n``'s report, read with ``options`` for the
+    run ``options["run"]``, with the site's secret key and no retired one:
+    a result that anyone who can write to the queue wrote, or changed the
+    options of, or that a run before left, or that a worker with a key the
+    site has retired made, is not one of this run's.
     """
-    return Signer(salt=f"analyze_sessions.tasks.analyze_shard:{run}:{k}/{n}")
+    given = json.dumps(options, sort_keys=True, ensure_ascii=True)
+    digest = hashlib.sha256(given.encode()).hexdigest()
+    return Signer(salt=f"analyze_sessions.tasks.analyze_shard:{k}/{n}:{digest}", fallback_keys=[])
+
+
+def _alias(alias: str) -> str:
+    """A task backend's alias as a sentence quotes it: escaped, and cut short if long."""
+    shown = printable(alias)
+    return shown if len(shown) <= 40 else f"{shown[:40]}\u2026"
 
 
 class TaskQueueError(Exception):
@@ -101,11 +113,13 @@ class Collected:
     def interruption(self) -> str:
         """What a Ctrl-C left: the tasks already enqueued still run."""
         if self.enqueued == self.count:
-            return "the other shards' tasks may still run on the workers"
+            others = "other shards'" if self.finished else "shards'"
+            return f"the {others} tasks may still run on the workers"
         if not self.enqueued:
-            return "no shard was enqueued"
+            return "no shard was enqueued for sure"
         shards = shard_list(list(range(1, self.enqueued + 1)), self.count)
-        return f"{shards} were enqueued, and may still run; the others were not"
+        was = "was" if self.enqueued == 1 else "were"
+        return f"{shards} {was} enqueued, and may still run; perhaps the next one too"
 
     def problem(self, k: int, words: str) -> None:
         self.problems.setdefault(words, []).append(k)
@@ -147,13 +161,12 @@ def task_backend(alias: str) -> Any:
         backend = shard_task.get_backend()
     except ImproperlyConfigured:  # No such alias, or a backend that cannot be loaded.
         raise TaskQueueError(
-            f"There is no task backend '{printable(alias)}' that can be loaded: --task-backend "
+            f"There is no task backend '{_alias(alias)}' that can be loaded: --task-backend "
             f"names one of the TASKS setting."
         ) from None
     except Exception as error:
         raise TaskQueueError(
-            f"The task backend '{printable(alias)}' refused the shard's task "
-            f"({type(error).__name__})."
+            f"The task backend '{_alias(alias)}' refused the shard's task ({type(error).__name__})."
         ) from None
     try:
         returns_results = bool(backend.supports_get_result)
@@ -161,7 +174,7 @@ def task_backend(alias: str) -> Any:
         returns_results = False
     if not returns_results:
         raise TaskQueueError(
-            f"The task backend '{printable(alias)}' ({type(backend).__name__}) cannot give "
+            f"The task backend '{_alias(alias)}' ({type(backend).__name__}) cannot give "
             f"back a task's result, so --tasks cannot gather the shards' reports: use a "
             f"backend that can, such as django-tasks-db's DatabaseBackend."
         )
@@ -185,11 +198,11 @@ def run_shards(
     what became of the others. Ctrl-C stops the wait, not the tasks.
     """
     collected = Collected(count)
-    run = secrets.token_hex(16)
-    expected = Expected(run, engine, filters, top)
+    options = {**options, "run": secrets.token_hex(16)}
+    expected = Expected(options, engine, filters, top)
     with _Deadline(timeout) as deadline:
         try:
-            results = _enqueue(shard_task, count, {**options, "run": run}, collected)
+            results = _enqueue(shard_task, count, options, collected)
             _wait(results, collected, expected, deadline, progress)
         except KeyboardInterrupt:
             collected.interrupted = True
@@ -197,7 +210,7 @@ def run_shards(
             if collected.enqueued < count:
                 raise TaskQueueError(
                     f"Cannot enqueue shard {collected.enqueued + 1}/{count} on the task backend "
-                    f"'{printable(shard_task.backend)}' within {deadline.shown}."
+                    f"'{_alias(shard_task.backend)}' within {deadline.shown}."
                     f"{_enqueued_before(collected.enqueued, count)}"
                 ) from None
             told = {k for ks in collected.problems.values() for k in ks}
@@ -211,7 +224,7 @@ def run_shards(
 class Expected:
     """What each shard's report must be: signed for this run, of this store, read as asked."""
 
-    run: str
+    options: dict[str, Any]  # As the tasks are given them, the run's included.
     engine: str
     filters: dict[str, Any]
     top: int
@@ -227,35 +240,47 @@ class DeadlinePassed(BaseException):
 class _Deadline:
     """
     --task-timeout, for the whole run: between looks at the queue, and,
-    through SIGALRM where the process can take it, inside the queue's own
-    code, which may block on a server that never answers. Ctrl-C and the
-    alarm wait while a report is merged, so that no report is half merged.
+    through SIGALRM where the process can take it (the main thread, on
+    POSIX), inside the queue's own code, which may block on a server that
+    never answers; every second after the deadline, should that code take
+    the first alarm for its own. Ctrl-C (unless ignored) and the alarm wait
+    while a report is merged, so that no report is half merged. The
+    caller's handlers and timer are put back after.
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.ends = time.monotonic() + timeout
         self.shown = f"{timeout:g} seconds (--task-timeout)"
+        self.signals = threading.current_thread() is threading.main_thread() and hasattr(
+            signal, "setitimer"
+        )
         self._merging = False
         self._pending: BaseException | None = None
         self._saved: list[tuple[int, Any]] = []
+        self._timer = (0.0, 0.0)
 
     def left(self) -> float:
         return self.ends - time.monotonic()
 
     def __enter__(self) -> _Deadline:
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-            for number in (signal.SIGALRM, signal.SIGINT):
-                self._saved.append((number, signal.signal(number, self._signalled)))
+        if self.signals:
+            self._saved.append((signal.SIGALRM, signal.signal(signal.SIGALRM, self._signalled)))
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # Under nohup, say.
+                self._saved.append((signal.SIGINT, signal.signal(signal.SIGINT, self._signalled)))
             # A little after the deadline: the wait itself sees it first.
-            signal.setitimer(signal.ITIMER_REAL, self.timeout + 1)
+            self._timer = signal.setitimer(signal.ITIMER_REAL, self.timeout + 1, 1)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._saved:
+        if self.signals:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            for number, handler in self._saved:
+            for number, handler in reversed(self._saved):
                 signal.signal(number, handler)
+            delay, interval = self._timer
+            if delay:  # The caller's timer, less the time this took; at once if it is past.
+                spent = self.timeout - self.left()
+                signal.setitimer(signal.ITIMER_REAL, max(delay - spent, 0.001), interval)
 
     def _signalled(self, number: int, frame: object) -> None:
         error = KeyboardInterrupt() if number == signal.SIGINT else DeadlinePassed()
@@ -287,7 +312,7 @@ def _enqueue(
         except Exception as error:  # Whatever the queue raises: its type only.
             raise TaskQueueError(
                 f"Cannot enqueue shard {k}/{count} on the task backend "
-                f"'{printable(shard_task.backend)}' ({type(error).__name__})."
+                f"'{_alias(shard_task.backend)}' ({type(error).__name__})."
                 f"{_enqueued_before(k - 1, count)}"
             ) from None
         collected.enqueued = k
@@ -363,8 +388,11 @@ def _quiet() -> Iterator[None]:
     """
     The queue's code, which may print: reading a result imports the task
     it names (django-tasks-db's does), and a forged one may name any module.
-    What it prints would land in the report.
+    What it prints would land in the report. In the main thread only.
     """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Standard output is the whole process's: another thread's too.
+        return
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         yield
 
@@ -378,7 +406,7 @@ def _take(k: int, result: Any, collected: Collected, expected: Expected) -> None
         if type(signed) is not str:
             raise ShardReportError(f"Cannot merge {named}: its task gave back no report.")
         try:
-            text = report_signer(expected.run, k, count).unsign(signed)
+            text = report_signer(k, count, expected.options).unsign(signed)
         except BadSignature:
             raise ShardReportError(
                 f"Cannot merge {named}: it is not signed for this run with this site's "

@@ -7,6 +7,7 @@ the ``django-tasks`` package it was made from before.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from django.core.management import call_command
@@ -30,7 +31,8 @@ def analyze_shard(k: int, n: int, options: dict[str, Any]) -> str:
     """
     The JSON report of shard ``k`` of ``n`` (from 1), its state included,
     exactly as ``analyze_sessions --shard K/N --format json`` prints it,
-    signed for the run ``options["run"]`` with the site's secret key.
+    signed for these options and the run ``options["run"]`` with the site's
+    secret key.
 
     It is returned as text, not parsed: a key's name may hold what a JSON
     column of the queue cannot (PostgreSQL's jsonb refuses ``\\u0000``), and
@@ -47,8 +49,10 @@ def analyze_shard(k: int, n: int, options: dict[str, Any]) -> str:
             f"A shard's options are some of {', '.join(sorted(SHARD_OPTIONS))}, each a "
             f"string, and some of them null."
         )
-    options = dict(options)
-    run = options.pop("run", "")
+    if not re.fullmatch("[0-9a-f]{32}", str(options.get("run"))):
+        raise ShardFailed("A shard's task is enqueued by analyze_sessions --tasks, for a run.")
+    signer = report_signer(k, n, options)
+    options = {name: value for name, value in options.items() if name != "run"}
     report = io.StringIO()
     try:
         call_command(
@@ -62,4 +66,4 @@ def analyze_shard(k: int, n: int, options: dict[str, Any]) -> str:
     except CommandError as error:
         # Only the sentence: the queue keeps a failed task's traceback.
         raise ShardFailed(str(error)) from None
-    return report_signer(run, k, n).sign(report.getvalue())
+    return signer.sign(report.getvalue())

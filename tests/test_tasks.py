@@ -168,10 +168,14 @@ def test_what_a_task_is_given_and_gives_back(workers: Workers) -> None:
                 "--sample=0.5",
             )[0]
         )
-        text = report_signer(options["run"], k, n).unsign(task.return_value)
+        text = report_signer(k, n, options).unsign(task.return_value)
         assert without_date(json.loads(text)) == without_date(shard)
-        with pytest.raises(BadSignature):
-            report_signer(options["run"], 3 - k, n).unsign(task.return_value)
+        for other in (
+            report_signer(3 - k, n, options),
+            report_signer(k, n, {**options, "top": "9"}),
+        ):
+            with pytest.raises(BadSignature):
+                other.unsign(task.return_value)
 
 
 def test_a_killed_worker_leaves_a_partial_report_and_one_sentence(workers: Workers) -> None:
@@ -278,11 +282,11 @@ def test_forged_results_are_refused_one_by_one(workers: Workers) -> None:
     alone = run_command("--format=json", "--shard=1/5")[0]
     with run_in_background("--tasks=5", "--task-timeout=30") as process:
         tasks = enqueued_by(process, 5)
-        run = tasks[1].args_kwargs["args"][2]["run"]
+        options = tasks[1].args_kwargs["args"][2]
         forge(tasks[2], {"schema_version": 2})
         # Signed as a worker would sign it: by whoever has the site's key.
-        forge(tasks[3], report_signer(run, 3, 5).sign("{"))
-        forge(tasks[4], report_signer(run, 4, 5).sign(alone))  # Shard 1's report.
+        forge(tasks[3], report_signer(3, 5, options).sign("{"))
+        forge(tasks[4], report_signer(4, 5, options).sign(alone))  # Shard 1's report.
         forge(tasks[5], alone)  # By anyone else.
         workers(1)  # Reads shard 1 alone: the others are no longer ready.
         out, err = process.communicate(timeout=60)
@@ -326,9 +330,27 @@ def test_the_results_of_an_earlier_run_are_not_taken(workers: Workers) -> None:
     )
 
 
-def test_a_worker_with_another_secret_key_is_not_merged(workers: Workers) -> None:
+def test_a_task_whose_options_were_changed_in_the_queue_is_not_merged(workers: Workers) -> None:
+    make_store()
+    with run_in_background("--tasks=1", "--task-timeout=30") as process:
+        [task] = enqueued_by(process, 1).values()
+        # Every session counted too large: the worker reads and signs what it was given.
+        task.args_kwargs["args"][2]["max_session_size"] = "1K"
+        task.save(update_fields=["args_kwargs"])
+        workers(1)
+        out, err = process.communicate(timeout=60)
+
+    assert (out, process.returncode) == ("", 1)
+    assert err.startswith(
+        "CommandError: Shard 1/1: cannot merge the report: it is not signed for this run"
+    )
+
+
+# Another site's key, and the key this site has retired (a worker left behind).
+@pytest.mark.parametrize("key", ["another site's", "analyze-sessions-tests-retired"])
+def test_a_worker_with_another_secret_key_is_not_merged(workers: Workers, key: str) -> None:
     session_via_view(n="1")
-    workers(1, env={"ANALYZE_SESSIONS_SECRET_KEY": "another site's"})
+    workers(1, env={"ANALYZE_SESSIONS_SECRET_KEY": key})
 
     out, err, code = run_command("--tasks=1", *WITHIN)
 
@@ -359,6 +381,7 @@ def test_a_row_that_cannot_be_read_holds_up_no_other_shard(workers: Workers) -> 
     [
         (["--tasks=2", "--task-backend=immediate"], "cannot give back a task's result"),
         (["--tasks=2", "--task-backend=nowhere"], "There is no task backend 'nowhere'"),
+        (["--tasks=2", f"--task-backend={'x' * 3000}"], f"backend '{'x' * 40}\u2026' that"),
         (["--tasks=0"], "--tasks must be a whole number from 1 to 1000, not '0'"),
         (["--tasks=1001"], "--tasks must be a whole number from 1 to 1000"),
         (["--tasks=2", "--task-timeout=0"], "--task-timeout must be more than 0 seconds"),
@@ -463,6 +486,8 @@ def test_the_task_refuses_what_the_command_would_not_send() -> None:
         (1, 2, {"top": 5}),
         (1, 2, {"database": None}),
         (1, 2, {"show_keys": True}),
+        (1, 2, {"database": "default"}),
+        (1, 2, {"run": "not one of --tasks"}),
         (1, 2, []),
     ]
     for args in cases:
@@ -551,3 +576,32 @@ def test_a_connection_to_the_queue_lost_while_waiting_is_opened_again(workers: W
 
     assert (err, process.returncode) == ("", 0)
     assert out.startswith("Processed 43 sessions out of 43 total sessions\n")
+
+
+def test_the_deadline_leaves_the_callers_timer_and_an_ignored_ctrl_c() -> None:
+    from analyze_sessions.queued import _Deadline
+
+    signal.setitimer(signal.ITIMER_REAL, 100)
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _Deadline(60):
+            os.kill(os.getpid(), signal.SIGINT)  # Under nohup: nothing happens.
+            time.sleep(0.1)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert 99 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGINT, ignored)
+
+
+def test_what_a_ctrl_c_leaves_is_said() -> None:
+    collected = Collected(4)
+    assert collected.interruption() == "no shard was enqueued for sure"
+    collected.enqueued = 1
+    assert collected.interruption() == (
+        "shard 1/4 was enqueued, and may still run; perhaps the next one too"
+    )
+    collected.enqueued = 4
+    assert collected.interruption() == "the shards' tasks may still run on the workers"
+    collected.finished.add(2)
+    assert collected.interruption() == "the other shards' tasks may still run on the workers"

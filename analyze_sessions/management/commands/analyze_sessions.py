@@ -28,6 +28,7 @@ from analyze_sessions.owners import installed_owners
 from analyze_sessions.pipeline import Plan, open_plan, read, read_in_parallel
 from analyze_sessions.queued import (
     SHARD_OPTIONS,
+    DeadlinePassed,
     TaskQueueError,
     run_shards,
     shard_list,
@@ -296,6 +297,8 @@ class Command(BaseCommand):
             self._handle(options)
         except KeyboardInterrupt:  # Where no partial report could be made: while starting.
             raise CommandError("Interrupted.", returncode=130) from None
+        except DeadlinePassed:  # Past --task-timeout, where only an alarm could stop the run.
+            raise CommandError("--task-timeout passed before the shards were gathered.") from None
 
     def _handle(self, options: dict[str, Any]) -> None:
         _check_saving(options)
@@ -461,9 +464,10 @@ class Command(BaseCommand):
                 progress.close()
         problems = collected.sentence()
         if collected.outcome is None or collected.first is None:
-            if collected.interrupted and not problems:
+            if collected.interrupted:
                 raise CommandError(
-                    f"Interrupted before any shard finished: {collected.interruption()}.",
+                    f"Interrupted before any shard finished: {collected.interruption()}."
+                    f"{' ' if problems else ''}{problems}",
                     returncode=130,
                 )
             raise CommandError(f"{problems} No shard finished, so there is no report.")
