@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib.util import find_spec
 from typing import Any
 
 SECRET_KEY = "benchmark-secret-key"
@@ -13,6 +14,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "analyze_sessions",
 ]
+# For --tasks: a task queue in the sessions' database, where django-tasks-db
+# is installed (and django-tasks, on Django 5.2).
+if find_spec("django_tasks_db"):
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 SESSION_ENGINE = "django.contrib.sessions.backends.db"

@@ -4,7 +4,8 @@ One way of analyzing the benchmark's sessions, run in a process of its own.
     python -m benchmarks.variants NAME
 
 prints a line of JSON: how many sessions it read, its peak RSS, and that
-of the worker processes it started, if any.
+of the worker processes it started, if any; and the seconds it spent
+before the run it measures (starting a task queue's workers), if any.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import hmac
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from io import StringIO
@@ -164,6 +168,30 @@ def analyze(*args: str) -> int:
     return int(out.getvalue().split()[1])  # "Processed N sessions out of ..."
 
 
+# What analyze_tasks spent before the run: the task queue's tables made,
+# and its workers started, which a site has running already.
+untimed = 0.0
+
+
+def analyze_in_tasks(workers: int) -> int:
+    """``--tasks N`` on ``workers`` django-tasks-db workers started beforehand."""
+    global untimed
+    started = time.perf_counter()
+    call_command("migrate", "django_tasks_database", verbosity=0)
+    command = [sys.executable, "-m", "django", "db_worker", "--interval=0.05", "--no-reload"]
+    command += ["--no-startup-delay", "--skip-checks", "--verbosity=0"]
+    processes = [subprocess.Popen([*command, f"--worker-id=benchmark-{n}"]) for n in range(workers)]
+    try:
+        time.sleep(3)  # Until they wait for tasks: Django starts in about a second.
+        untimed = time.perf_counter() - started
+        return analyze(f"--tasks={workers}")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait()
+
+
 VARIANTS: dict[str, Callable[[], int]] = {
     "floor": floor,
     "tight": tight,
@@ -171,6 +199,7 @@ VARIANTS: dict[str, Callable[[], int]] = {
     "legacy_2013": legacy_2013,
     "analyze_jobs_1": lambda: analyze("--jobs=1"),
     "analyze_jobs_2": lambda: analyze("--jobs=2"),
+    "analyze_tasks_2": lambda: analyze_in_tasks(2),
     # Every key listed in a file, which the benchmark writes beforehand.
     "analyze_ids_from": lambda: analyze(f"--ids-from={os.environ['BENCHMARK_IDS']}"),
 }
@@ -199,6 +228,7 @@ if __name__ == "__main__":
                 "sessions": sessions,
                 "peak_rss_kib": peak_rss_kib(),
                 "workers_peak_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                "untimed_seconds": untimed,
             }
         )
     )
