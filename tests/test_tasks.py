@@ -386,9 +386,13 @@ def test_a_row_that_cannot_be_read_holds_up_no_other_shard(workers: Workers) -> 
         (["--tasks=1001"], "--tasks must be a whole number from 1 to 1000"),
         (["--tasks=2", "--task-timeout=0"], "--task-timeout must be more than 0 seconds"),
         (["--tasks=2", "--task-timeout=nan"], "--task-timeout must be a number of seconds"),
-        (["--tasks=2", "--shard=1/2"], "--tasks cannot go with --shard"),
-        (["--tasks=2", "--jobs=2", "--limit=3"], "--tasks cannot go with --jobs, --limit"),
-        (["--tasks=2", "--ids-from=-"], "--tasks cannot go with --ids-from"),
+        (["--tasks=2", "--shard=1/2"], "--tasks cannot go with --shard: --tasks makes the "),
+        (
+            ["--tasks=2", "--jobs=2", "--limit=3"],
+            "--tasks cannot go with --jobs, --limit: each task reads its shard in one process; "
+            "each task would stop at a limit of its own.",
+        ),
+        (["--tasks=2", "--ids-from=-"], "--ids-from: the workers cannot read this machine's"),
         (["--task-timeout=5"], "--task-timeout applies with --tasks only"),
         (["--task-backend=immediate"], "--task-backend applies with --tasks only"),
         (["--merge", "a.json", "--tasks=2"], "--merge reads no sessions, so --tasks cannot"),

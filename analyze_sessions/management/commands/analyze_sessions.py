@@ -259,7 +259,7 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help=(
                 "With --tasks, how long to wait for the shards before reporting those that "
-                f"finished. Defaults to {DEFAULT_TASK_TIMEOUT} (an hour)."
+                f"finished: more than 0, up to a week. Defaults to {DEFAULT_TASK_TIMEOUT}, an hour."
             ),
         )
         parser.add_argument(
@@ -413,16 +413,14 @@ class Command(BaseCommand):
         timeout = seconds("--task-timeout", options["task_timeout"], highest=MAX_TASK_TIMEOUT)
         if not timeout:
             raise CommandError("--task-timeout must be more than 0 seconds.")
-        given = [
-            f"--{name.replace('_', '-')}"
-            for name, default in (("shard", None), ("jobs", "1"), ("ids_from", None))
-            + (("limit", None),)
+        given = {
+            f"--{name.replace('_', '-')}": why
+            for name, default, why in _NOT_WITH_TASKS
             if options.get(name) is not None and str(options[name]) != default
-        ]
+        }
         if given:
             raise CommandError(
-                f"--tasks cannot go with {', '.join(given)}: each task reads one whole shard, in "
-                f"one process, on a worker that cannot read this machine's files."
+                f"--tasks cannot go with {', '.join(given)}: {'; '.join(given.values())}."
             )
         if options["show_keys"]:
             raise CommandError(
@@ -780,6 +778,14 @@ def _keeps_sessions_in_memcached(store_class: type[Any]) -> bool:
         return False
     return isinstance(caches[settings.SESSION_CACHE_ALIAS], BaseMemcachedCache)
 
+
+# The options --tasks refuses, with their defaults, and why.
+_NOT_WITH_TASKS = (
+    ("shard", None, "--tasks makes the shards itself"),
+    ("jobs", "1", "each task reads its shard in one process"),
+    ("ids_from", None, "the workers cannot read this machine's files"),
+    ("limit", None, "each task would stop at a limit of its own"),
+)
 
 _MODEL_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
 
