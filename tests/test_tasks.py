@@ -510,12 +510,17 @@ def test_ctrl_c_waits_until_a_report_is_merged() -> None:
     from analyze_sessions.queued import _Deadline
 
     merged = []
-    with pytest.raises(KeyboardInterrupt), _Deadline(60) as deadline, deadline.merging():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.1)  # The signal has come: the merge goes on.
-        merged.append(True)
-    assert merged == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # As in a terminal: a run in the background of a script ignores Ctrl-C.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), _Deadline(60) as deadline, deadline.merging():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # The signal has come: the merge goes on.
+            merged.append(True)
+        assert merged == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.skipif(not CELERY_INSTALLED, reason=CELERY_MISSING)
