@@ -251,7 +251,7 @@ class _Deadline:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.ends = time.monotonic() + timeout
-        self.shown = f"{timeout:g} seconds (--task-timeout)"
+        self.shown = f"{timeout:g} second{'' if timeout == 1 else 's'} (--task-timeout)"
         self.signals = threading.current_thread() is threading.main_thread() and hasattr(
             signal, "setitimer"
         )
