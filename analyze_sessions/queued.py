@@ -24,10 +24,8 @@ from django.db import close_old_connections
 
 from analyze_sessions.shards import (
     MAX_REPORT_SIZE,
-    ShardReport,
     ShardReportError,
     bounded_report,
-    check_alike,
     shard_report,
 )
 from analyze_sessions.shown import printable
@@ -98,7 +96,7 @@ class Collected:
 
     count: int
     outcome: Outcome | None = None
-    first: ShardReport | None = None  # For what all the shards share: engine, filters, disk.
+    disk: dict[str, Any] | None = None  # What the shards share: the table's size on disk.
     finished: set[int] = field(default_factory=set)
     # What became of the shards that did not finish, each said once: the
     # words that follow the shards' names, and the shards (K) they apply to.
@@ -415,7 +413,6 @@ def _take(k: int, result: Any, collected: Collected, expected: Expected) -> None
         data = text.encode("utf-8", "surrogatepass")
         report = shard_report(
             bounded_report(data, MAX_REPORT_SIZE, named=named, doing="merge", report="report"),
-            f"shard {k}/{count}",
             named=named,
         )
         document = report.document
@@ -433,12 +430,10 @@ def _take(k: int, result: Any, collected: Collected, expected: Expected) -> None
             )
         if document["partial"]:
             raise ShardReportError(f"Cannot merge {named}: it covers part of its shard only.")
-        if collected.first is None:
-            check_alike(report, report, show_keys=False)
-            collected.first, collected.outcome = report, report.outcome
+        # The signature, the engine and the filters make the shards one run's.
+        if collected.outcome is None:
+            collected.outcome, collected.disk = report.outcome, document.get("disk")
         else:
-            check_alike(report, collected.first, show_keys=False)
-            assert collected.outcome is not None
             collected.outcome.merge(report.outcome)
     except ShardReportError as error:
         sentence = str(error).rstrip(".")

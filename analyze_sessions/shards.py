@@ -87,7 +87,6 @@ class ShardReportError(ValueError):
 class ShardReport:
     """One shard's JSON report, checked: what it says, and the outcome it carries."""
 
-    path: str
     document: dict[str, Any]
     outcome: Outcome
     named: str  # Where it came from, as an error's sentence says it.
@@ -103,10 +102,10 @@ def read_shard_report(path: str, *, max_size: int = MAX_REPORT_SIZE) -> ShardRep
     report's schema: a report file may have been made by hand, or forged.
     """
     text = read_report_file(path, max_size, doing="merge", report="report of a shard")
-    return shard_report(text, path, named=f"'{printable(path)}'")
+    return shard_report(text, named=f"'{printable(path)}'")
 
 
-def shard_report(text: bytes | str, path: str, *, named: str) -> ShardReport:
+def shard_report(text: bytes | str, *, named: str) -> ShardReport:
     """
     The JSON report of a shard in ``text``, checked against the report's
     schema; ``named`` says where it came from, in the sentence of an error.
@@ -154,7 +153,7 @@ def shard_report(text: bytes | str, path: str, *, named: str) -> ShardReport:
             f"Cannot merge {named}: it is not a report of a shard that this version can "
             f"merge (its state does not hold together)."
         ) from None
-    return ShardReport(path, document, outcome, named)
+    return ShardReport(document, outcome, named)
 
 
 def merge_shard_reports(reports: list[ShardReport], *, show_keys: bool = False) -> Outcome:
@@ -165,35 +164,30 @@ def merge_shard_reports(reports: list[ShardReport], *, show_keys: bool = False) 
     """
     first = reports[0]
     for report in reports:
-        check_alike(report, first, show_keys=show_keys)
+        if report.outcome.stats.show_keys != show_keys:
+            made, asked = ("with", "without") if not show_keys else ("without", "with")
+            raise ShardReportError(
+                f"Cannot merge {report.named}: it was made {made} --show-keys, and this "
+                f"merge is {asked} it; merge it as it was made, or run its shard again."
+            )
+        differing = [name for name in _SHARED if report.document[name] != first.document[name]]
+        filters = {**first.document["filters"], **report.document["filters"]}
+        differing += sorted(
+            name
+            for name in filters
+            if name != "shard"
+            and report.document["filters"].get(name) != first.document["filters"].get(name)
+        )
+        if differing:
+            raise ShardReportError(
+                f"Cannot merge {report.named} with {first.named}: they differ in "
+                f"{', '.join(differing)}, so they are not shards of one run."
+            )
     _check_split([report.shard for report in reports])
     merged = first.outcome
     for report in reports[1:]:
         merged.merge(report.outcome)
     return merged
-
-
-def check_alike(report: ShardReport, first: ShardReport, *, show_keys: bool) -> None:
-    """Refuse ``report`` unless it is of the same run as ``first``, keys shown as asked."""
-    if report.outcome.stats.show_keys != show_keys:
-        made, asked = ("with", "without") if not show_keys else ("without", "with")
-        raise ShardReportError(
-            f"Cannot merge {report.named}: it was made {made} --show-keys, and this "
-            f"merge is {asked} it; merge it as it was made, or run its shard again."
-        )
-    differing = [name for name in _SHARED if report.document[name] != first.document[name]]
-    filters = {**first.document["filters"], **report.document["filters"]}
-    differing += sorted(
-        name
-        for name in filters
-        if name != "shard"
-        and report.document["filters"].get(name) != first.document["filters"].get(name)
-    )
-    if differing:
-        raise ShardReportError(
-            f"Cannot merge {report.named} with {first.named}: they differ in "
-            f"{', '.join(differing)}, so they are not shards of one run."
-        )
 
 
 def shard_state(outcome: Outcome, *, show_keys: bool) -> dict[str, Any]:

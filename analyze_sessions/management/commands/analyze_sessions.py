@@ -461,7 +461,7 @@ class Command(BaseCommand):
             if progress is not None:
                 progress.close()
         problems = collected.sentence()
-        if collected.outcome is None or collected.first is None:
+        if collected.outcome is None:
             if collected.interrupted:
                 raise CommandError(
                     f"Interrupted before any shard finished: {collected.interruption()}."
@@ -480,7 +480,7 @@ class Command(BaseCommand):
             engine=plan.engine,
             filters={**filters, "shard": None},
             depth=plan.depth,
-            disk=collected.first.document.get("disk"),
+            disk=collected.disk,
             memcached=_keeps_sessions_in_memcached(plan.store_class),
             cached=issubclass(plan.store_class, cache_engine.SessionStore),
             max_session_size=plan.max_size,
