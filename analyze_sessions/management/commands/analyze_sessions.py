@@ -307,16 +307,15 @@ class Command(BaseCommand):
                 ("task_backend", DEFAULT_TASK_BACKEND),
                 ("task_timeout", str(DEFAULT_TASK_TIMEOUT)),
             ):
-                if options.get(name) is not None and str(options[name]) != default:
-                    raise CommandError(f"--{name.replace('_', '-')} applies with --tasks only.")
+                if _is_given(options, name, default):
+                    raise CommandError(f"{_flag(name)} applies with --tasks only.")
         if options["mail_admins"] and not settings.ADMINS:
             raise CommandError("--mail-admins needs someone to mail: the ADMINS setting is empty.")
         if options["merge"]:
-            # As given on the command line, or by call_command() (jobs=1).
             given = [
-                f"--{name.replace('_', '-')}"
+                _flag(name)
                 for name, default in READING_OPTIONS.items()
-                if options.get(name) is not None and str(options[name]) != default
+                if _is_given(options, name, default)
             ]
             if given:
                 raise CommandError(
@@ -414,9 +413,9 @@ class Command(BaseCommand):
         if not timeout:
             raise CommandError("--task-timeout must be more than 0 seconds.")
         given = {
-            f"--{name.replace('_', '-')}": why
+            _flag(name): why
             for name, default, why in _NOT_WITH_TASKS
-            if options.get(name) is not None and str(options[name]) != default
+            if _is_given(options, name, default)
         }
         if given:
             raise CommandError(
@@ -428,7 +427,8 @@ class Command(BaseCommand):
                 "session keys in the task queue, for whoever reads it; use --shard and --merge."
             )
         plan, filters = self._plan(options)
-        earlier = self._earlier(options, engine=plan.engine, filters={**filters, "shard": None})
+        filters = {**filters, "shard": None}  # What the merged report says it was read with.
+        earlier = self._earlier(options, engine=plan.engine, filters=filters)
         try:
             # Here first, so that the workers are sent nothing this store refuses.
             open_plan(plan).close()
@@ -450,7 +450,7 @@ class Command(BaseCommand):
                     if name in SHARD_OPTIONS
                 },
                 engine=plan.engine,
-                filters={**filters, "shard": None},
+                filters=filters,
                 top=plan.top,
                 timeout=timeout,
                 progress=None if progress is None else progress.update,
@@ -478,7 +478,7 @@ class Command(BaseCommand):
             outcome.stats,
             **_counts(outcome),
             engine=plan.engine,
-            filters={**filters, "shard": None},
+            filters=filters,
             depth=plan.depth,
             disk=collected.disk,
             memcached=_keeps_sessions_in_memcached(plan.store_class),
@@ -734,7 +734,7 @@ def _check_saving(options: dict[str, Any]) -> None:
         path = options.get(option)
         if path is None:
             continue
-        flag = f"--{option.replace('_', '-')}"
+        flag = _flag(option)
         if path in ("", "-"):
             raise CommandError(
                 f"{flag} saves to a file: give its path (--format prints to standard output)."
@@ -777,6 +777,16 @@ def _keeps_sessions_in_memcached(store_class: type[Any]) -> bool:
     if not issubclass(store_class, (cache_engine.SessionStore, cached_db.SessionStore)):
         return False
     return isinstance(caches[settings.SESSION_CACHE_ALIAS], BaseMemcachedCache)
+
+
+def _is_given(options: dict[str, Any], name: str, default: str | None) -> bool:
+    """Whether option ``name`` was given, as on the command line or by call_command() (jobs=1)."""
+    return options.get(name) is not None and str(options[name]) != default
+
+
+def _flag(name: str) -> str:
+    """An option's name as given on the command line: ``--task-backend``."""
+    return f"--{name.replace('_', '-')}"
 
 
 # The options --tasks refuses, with their defaults, and why.
